@@ -1,0 +1,93 @@
+"""Start Azurite (the Azure Storage emulator, pinned in package.json) for the local host and tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.settings import azurite_connection_string
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class AzuriteNotInstalled(RuntimeError):
+    pass
+
+
+def port_is_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def azurite_executable() -> str:
+    local = REPO_ROOT / "node_modules" / ".bin" / "azurite"
+    if local.exists():
+        return str(local)
+    found = shutil.which("azurite")
+    if found:
+        return found
+    raise AzuriteNotInstalled(
+        "Azurite is not installed: run `npm install` in the repository (package.json pins it) "
+        "or `make install`."
+    )
+
+
+@dataclass
+class AzuriteProcess:
+    process: subprocess.Popen
+    blob_port: int
+    queue_port: int
+    location: Path
+
+    @property
+    def connection_string(self) -> str:
+        return azurite_connection_string(self.blob_port, self.queue_port)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def start_azurite(location: Path, blob_port: int = 10000, queue_port: int = 10001,
+                  table_port: int | None = None, timeout: float = 30.0) -> AzuriteProcess:
+    """Start Azurite with its data under `location` and wait until blob and queue ports answer."""
+    location.mkdir(parents=True, exist_ok=True)
+    table_port = table_port or free_port()
+    command = [
+        azurite_executable(), "--silent", "--skipApiVersionCheck", "--loose",
+        "--location", str(location),
+        "--blobHost", "127.0.0.1", "--blobPort", str(blob_port),
+        "--queueHost", "127.0.0.1", "--queuePort", str(queue_port),
+        "--tableHost", "127.0.0.1", "--tablePort", str(table_port),
+    ]
+    log = open(location / "azurite.log", "ab")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, start_new_session=True)
+    log.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"Azurite exited with code {process.returncode}; see {location / 'azurite.log'}")
+        if port_is_open(blob_port) and port_is_open(queue_port):
+            return AzuriteProcess(process, blob_port, queue_port, location)
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGKILL)
+    raise RuntimeError(f"Azurite did not open ports {blob_port}/{queue_port} within {timeout:.0f}s")

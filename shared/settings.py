@@ -1,0 +1,93 @@
+"""All configuration is read here, once: the environment first, then local.settings.json Values.
+
+This mirrors Azure Functions: app settings arrive as environment variables in Azure; locally the
+host merges `local.settings.json` `Values` under the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEVELOPMENT_STORAGE = "UseDevelopmentStorage=true"
+AZURITE_ACCOUNT = "devstoreaccount1"
+# The well-known, published Azurite/Storage Emulator key (not a secret).
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def azurite_connection_string(blob_port: int = 10000, queue_port: int = 10001, host: str = "127.0.0.1") -> str:
+    return (
+        "DefaultEndpointsProtocol=http;"
+        f"AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"BlobEndpoint=http://{host}:{blob_port}/{AZURITE_ACCOUNT};"
+        f"QueueEndpoint=http://{host}:{queue_port}/{AZURITE_ACCOUNT};"
+    )
+
+
+def expand_connection_string(value: str) -> str:
+    """`UseDevelopmentStorage=true` means Azurite on its default ports, as in the Storage SDKs."""
+    if value.strip().rstrip(";").lower() == DEVELOPMENT_STORAGE.lower():
+        return azurite_connection_string()
+    return value
+
+
+def load_local_settings(app_root: Path) -> dict[str, str]:
+    path = app_root / "local.settings.json"
+    if not path.is_file():
+        return {}
+    values = json.loads(path.read_text(encoding="utf-8")).get("Values") or {}
+    return {str(k): str(v) for k, v in values.items()}
+
+
+def apply_local_settings(app_root: Path) -> None:
+    """Put local.settings.json Values into the environment under anything already set there."""
+    for key, value in load_local_settings(app_root).items():
+        os.environ.setdefault(key, value)
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage_connection: str = field(repr=False)
+    blobstore_container: str = "workspaceblobstore"
+    system_container: str = "mlpipe"
+    data_dir: Path = Path(".mlpipe")
+    scheduler_cron: str = "0 * * * * *"
+    local_poll_seconds: float = 20.0
+    extra_datastores: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        raw = _env("AzureWebJobsStorage", DEVELOPMENT_STORAGE)
+        datastores = json.loads(_env("MLPIPE_DATASTORES", "{}") or "{}")
+        return cls(
+            storage_connection=expand_connection_string(raw),
+            blobstore_container=_env("MLPIPE_BLOBSTORE_CONTAINER", "workspaceblobstore"),
+            system_container=_env("MLPIPE_SYSTEM_CONTAINER", "mlpipe"),
+            data_dir=Path(_env("MLPIPE_DATA_DIR", ".mlpipe")).resolve(),
+            scheduler_cron=_env("MLPIPE_SCHEDULER_CRON", "0 * * * * *"),
+            local_poll_seconds=float(_env("MLPIPE_LOCAL_POLL_SECONDS", "20")),
+            extra_datastores=datastores,
+        )
+
+
+_cached: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """Settings for this process, read once (call reset_settings() after changing the environment)."""
+    global _cached
+    if _cached is None:
+        _cached = Settings.from_env()
+    return _cached
+
+
+def reset_settings() -> None:
+    global _cached
+    _cached = None
