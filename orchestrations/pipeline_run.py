@@ -1,0 +1,107 @@
+"""The pipeline-run orchestrator: starts each step as soon as its inputs are ready.
+
+Deterministic by construction (Durable replays it): no I/O, no clock but
+context.current_utc_datetime, no randomness. Everything it carries is ids and statuses;
+the data lives in blob storage and the run record.
+
+Each step is a small state machine of Durable tasks:
+    step_start ──Completed/Failed──► done
+        └─Running─► durable timer ─► step_poll ──Running─► timer ─► ...
+All steps' current tasks wait together in one task_any, so a fast branch never waits for a
+slow one (no level-by-level scheduling).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import azure.durable_functions as df
+
+from shared.graph import ReadyPlanner
+from shared.statuses import RunStatus, StepStatus
+
+bp = df.Blueprint()
+
+ORCHESTRATOR_NAME = "pipeline_run"
+DEFAULT_POLL_SECONDS = 5.0
+
+
+class _StepTasks:
+    """The current Durable task of every step in flight, and what it is (start/poll/timer)."""
+
+    def __init__(self):
+        self.task_of: dict[str, object] = {}
+        self.stage_of: dict[str, tuple[str, dict | None]] = {}
+
+    def put(self, step: str, task, stage: str, handle: dict | None = None) -> None:
+        self.task_of[step] = task
+        self.stage_of[step] = (stage, handle)
+
+    def pop(self, task) -> tuple[str, str, dict | None]:
+        step = next(name for name, pending in self.task_of.items() if pending is task)
+        del self.task_of[step]
+        stage, handle = self.stage_of.pop(step)
+        return step, stage, handle
+
+    def __bool__(self) -> bool:
+        return bool(self.task_of)
+
+    def tasks(self) -> list:
+        return list(self.task_of.values())
+
+
+def _progress_of(task) -> dict:
+    """The activity's StepProgress, or a Failed one when the activity itself raised."""
+    if isinstance(task.result, Exception):
+        return {"status": StepStatus.FAILED,
+                "error": {"code": "ActivityFailed", "message": str(task.result).strip()}}
+    return task.result
+
+
+@bp.orchestration_trigger(context_name="context", orchestration=ORCHESTRATOR_NAME)
+def pipeline_run(context: df.DurableOrchestrationContext):
+    plan = context.get_input()
+    run_id = plan["runId"]
+    continue_on_failure = bool(plan.get("continueOnStepFailure", False))
+    planner = ReadyPlanner.from_dependencies(plan["steps"])
+    in_flight = _StepTasks()
+    failed_steps: list[str] = []
+
+    def start_ready_steps() -> None:
+        for step in planner.ready():
+            task = context.call_activity("step_start", {"runId": run_id, "step": step})
+            in_flight.put(step, task, "start")
+
+    yield context.call_activity("run_started", {"runId": run_id})
+    start_ready_steps()
+
+    while in_flight:
+        finished_task = yield context.task_any(in_flight.tasks())
+        step, stage, handle = in_flight.pop(finished_task)
+
+        if stage == "timer":
+            poll = context.call_activity("step_poll", {"runId": run_id, "step": step, "handle": handle})
+            in_flight.put(step, poll, "poll", handle)
+            continue
+
+        progress = _progress_of(finished_task)
+        status = progress["status"]
+        if status == StepStatus.RUNNING:
+            wait = float(progress.get("pollAfterSeconds") or DEFAULT_POLL_SECONDS)
+            timer = context.create_timer(context.current_utc_datetime + timedelta(seconds=wait))
+            in_flight.put(step, timer, "timer", progress.get("handle"))
+            continue
+
+        if status == StepStatus.COMPLETED:
+            planner.mark_done(step)
+        else:
+            failed_steps.append(step)
+            outcome = planner.mark_failed(step, continue_on_failure=continue_on_failure)
+            not_run = {StepStatus.SKIPPED: outcome.skipped, StepStatus.CANCELED: outcome.canceled}
+            if outcome.skipped or outcome.canceled:
+                yield context.call_activity("steps_not_run", {"runId": run_id, "steps": not_run})
+        start_ready_steps()
+
+    final = RunStatus.FAILED if failed_steps else RunStatus.FINISHED
+    yield context.call_activity("run_finished", {"runId": run_id, "status": final, "failedSteps": failed_steps})
+    return {"runId": run_id, "status": final, "failedSteps": failed_steps}
