@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both install what they need.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-fast bench serve clean
+
+install: $(STAMP) node_modules/.bin/azurite
+
+$(STAMP): pyproject.toml requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+node_modules/.bin/azurite: package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+	touch node_modules/.bin/azurite
+
+# Start the local host (+ Azurite), publish and run the iris pipeline twice (the second time every step is Reused).
+demo: install
+	$(PY) examples/iris/demo.py
+
+# The whole test suite (unit, orchestrator, storage on Azurite, devhost + HTTP integration).
+test: install
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not integration"
+
+bench: install
+	$(PY) benchmarks/run_all.py
+
+serve: install
+	$(VENV)/bin/mlpipe serve
+
+clean:
+	rm -rf .mlpipe
