@@ -1,0 +1,34 @@
+"""Durable activities: thin and idempotent (Durable runs them at least once); the work is in shared/."""
+
+from __future__ import annotations
+
+import azure.durable_functions as df
+
+from shared import run_lifecycle, steps
+
+bp = df.Blueprint()
+
+
+@bp.activity_trigger(input_name="payload")
+def run_started(payload: dict) -> dict:
+    return run_lifecycle.mark_run_started(payload["runId"])
+
+
+@bp.activity_trigger(input_name="payload")
+def step_start(payload: dict) -> dict:
+    return steps.start_step(payload["runId"], payload["step"])
+
+
+@bp.activity_trigger(input_name="payload")
+def step_poll(payload: dict) -> dict:
+    return steps.poll_step(payload["runId"], payload["step"], payload["handle"])
+
+
+@bp.activity_trigger(input_name="payload")
+def steps_not_run(payload: dict) -> dict:
+    return run_lifecycle.mark_steps_not_run(payload["runId"], payload["steps"])
+
+
+@bp.activity_trigger(input_name="payload")
+def run_finished(payload: dict) -> dict:
+    return run_lifecycle.mark_run_finished(payload["runId"], payload["status"], payload.get("failedSteps") or [])
