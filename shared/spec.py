@@ -652,3 +652,7 @@ def validate_parameter_assignments(
     if problems:
         raise InvalidRequest("\n".join(problems))
     return resolved
+
+
+if __name__ == "__main__":  # `python -m shared.spec > schemas/pipeline.schema.json`
+    print(json.dumps(definition_json_schema(), indent=2, sort_keys=True))
