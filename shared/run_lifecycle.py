@@ -1,0 +1,62 @@
+"""Run-level record changes made by activities: started, steps that will not run, finished.
+
+Each is idempotent (Durable may run an activity twice): a terminal record is never changed back.
+"""
+
+from __future__ import annotations
+
+from shared.runs import RunRecord, RunStore, StepRecord, utc_now
+from shared.statuses import RunStatus, StepStatus
+
+
+def mark_run_started(run_id: str) -> dict:
+    def start(run: RunRecord) -> RunRecord | None:
+        if RunStatus(run.Status).is_terminal or run.Status == RunStatus.RUNNING:
+            return None
+        run.Status = RunStatus.RUNNING.value
+        run.StartTimeUtc = run.StartTimeUtc or utc_now()
+        return run
+
+    run = RunStore().modify_run(run_id, start)
+    return {"status": run.Status}
+
+
+def mark_steps_not_run(run_id: str, steps_by_status: dict[str, list[str]]) -> dict:
+    """Record Skipped (downstream of a failure) and Canceled (run stopping) steps."""
+    store = RunStore()
+    now = utc_now()
+    recorded = []
+    for status, names in steps_by_status.items():
+        for name in names:
+            store.put_step(run_id, StepRecord(Name=name, Status=StepStatus(status).value, EndTimeUtc=now))
+            recorded.append(name)
+    return {"recorded": recorded}
+
+
+def _failure_message(store: RunStore, run_id: str, failed_steps: list[str]) -> str:
+    first = failed_steps[0]
+    try:
+        error = store.get_step(run_id, first).Error
+    except Exception:  # noqa: BLE001 - the summary must not fail the run's finish
+        error = None
+    detail = f": {error.message}" if error else ""
+    names = ", ".join(failed_steps)
+    return f"step{'s' if len(failed_steps) > 1 else ''} {names} failed{detail}"
+
+
+def mark_run_finished(run_id: str, status: str, failed_steps: list[str]) -> dict:
+    store = RunStore()
+    error = None
+    if failed_steps:
+        error = {"code": "StepFailed", "message": _failure_message(store, run_id, failed_steps)}
+
+    def finish(run: RunRecord) -> RunRecord | None:
+        if RunStatus(run.Status).is_terminal:
+            return None
+        run.Status = RunStatus(status).value
+        run.EndTimeUtc = utc_now()
+        run.Error = error
+        return run
+
+    run = store.modify_run(run_id, finish)
+    return {"status": run.Status}
