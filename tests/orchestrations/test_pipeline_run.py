@@ -1,0 +1,160 @@
+"""The pipeline_run orchestrator replayed against histories built with the SDK's ContextBuilder.
+
+Each test builds the history a Durable host would have recorded and checks which actions the
+real SDK replay emits next: ready-set scheduling, polling with timers, failure skipping.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from azure.durable_functions.models.ReplaySchema import ReplaySchema
+from tests.test_utils.ContextBuilder import ContextBuilder
+
+from orchestrations.pipeline_run import pipeline_run
+
+DIAMOND = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}
+
+
+class History:
+    """A growing orchestration history plus the replay of the real orchestrator over it."""
+
+    def __init__(self, steps: dict, continue_on_failure: bool = False):
+        self.builder = ContextBuilder("pipeline_run", starting_time=datetime(2026, 1, 1),
+                                      replay_schema=ReplaySchema.V2)
+        self.builder.input_ = json.dumps({"runId": "r1", "steps": steps,
+                                          "continueOnStepFailure": continue_on_failure})
+
+    def complete(self, task_id: int, result) -> "History":
+        self.builder.add_orchestrator_started_event()
+        self.builder.add_task_completed_event(task_id, json.dumps(result))
+        return self
+
+    def fail(self, task_id: int, reason: str) -> "History":
+        self.builder.add_orchestrator_started_event()
+        self.builder.add_task_failed_event(task_id, reason, "details")
+        return self
+
+    def fire_timer(self, task_id: int) -> "History":
+        self.builder.add_orchestrator_started_event()
+        self.builder.add_timer_fired_event(task_id, "2026-01-01T00:00:00.000000Z")
+        return self
+
+    def replay(self) -> dict:
+        return json.loads(pipeline_run._function._func(self.builder.to_json_string()))
+
+    def actions(self) -> list[tuple]:
+        """All actions so far, flattened in id order: (kind, name or fireAt, decoded input)."""
+        flat = []
+
+        def walk(action):
+            if "compoundActions" in action:
+                for child in action["compoundActions"]:
+                    walk(child)
+            elif action["actionType"] == 0:
+                flat.append(("activity", action["functionName"], json.loads(action["input"])))
+            elif action["actionType"] == 5:
+                flat.append(("timer", action["fireAt"], None))
+
+        for group in self.replay()["actions"]:
+            for action in group:
+                walk(action)
+        return flat
+
+
+def started_steps(actions: list[tuple]) -> list[str]:
+    return [payload["step"] for kind, name, payload in actions if name == "step_start"]
+
+
+def done(status="Completed", **extra) -> dict:
+    return {"status": status, "handle": None, "pollAfterSeconds": None, "reused": False, "error": None, **extra}
+
+
+def test_first_episode_marks_the_run_started():
+    actions = History(DIAMOND).actions()
+    assert actions == [("activity", "run_started", {"runId": "r1"})]
+
+
+def test_root_steps_start_once_the_run_started():
+    history = History(DIAMOND).complete(0, {"status": "Running"})
+    assert started_steps(history.actions()) == ["a"]
+
+
+def test_fan_out_starts_every_ready_step_in_one_episode():
+    history = History(DIAMOND).complete(0, {}).complete(1, done())
+    assert started_steps(history.actions()) == ["a", "b", "c"]
+
+
+def test_a_step_starts_when_its_own_inputs_are_ready_not_its_level():
+    steps = {"a": [], "slow": ["a"], "fast": ["a"], "after_fast": ["fast"]}
+    history = History(steps).complete(0, {}).complete(1, done())
+    # ids: 2 = step_start(fast), 3 = step_start(slow)
+    history.complete(2, done())
+    assert started_steps(history.actions()) == ["a", "fast", "slow", "after_fast"]
+    assert not history.replay()["isDone"]
+
+
+def test_join_waits_for_all_of_its_inputs():
+    history = History(DIAMOND).complete(0, {}).complete(1, done()).complete(2, done())
+    assert "d" not in started_steps(history.actions())
+    history.complete(3, done())
+    assert started_steps(history.actions())[-1] == "d"
+
+
+def test_running_step_is_polled_after_a_durable_timer():
+    history = History({"a": []}).complete(0, {})
+    history.complete(1, {"status": "Running", "handle": {"id": "h1"}, "pollAfterSeconds": 2})
+    actions = history.actions()
+    assert actions[-1][0] == "timer"
+    history.fire_timer(2)
+    actions = history.actions()
+    assert actions[-1] == ("activity", "step_poll", {"runId": "r1", "step": "a", "handle": {"id": "h1"}})
+
+
+def test_all_steps_completed_finishes_the_run():
+    history = History({"a": []}).complete(0, {}).complete(1, done())
+    actions = history.actions()
+    assert actions[-1] == ("activity", "run_finished", {"runId": "r1", "status": "Finished", "failedSteps": []})
+    history.complete(2, {"status": "Finished"})
+    state = history.replay()
+    assert state["isDone"] and state["output"]["status"] == "Finished"
+
+
+def test_failed_step_skips_downstream_and_fails_the_run():
+    history = History(DIAMOND).complete(0, {}).complete(1, done())
+    history.complete(2, done("Failed", error={"code": "StepFailed", "message": "exit 1"}))
+    actions = history.actions()
+    assert actions[-1][1] == "steps_not_run"
+    assert actions[-1][2]["steps"]["Skipped"] == ["d"]
+    history.complete(4, {"recorded": ["d"]})  # id 4: steps_not_run; c (id 3) still running
+    history.complete(3, done())
+    actions = history.actions()
+    assert actions[-1] == ("activity", "run_finished", {"runId": "r1", "status": "Failed", "failedSteps": ["b"]})
+
+
+def test_without_continue_on_failure_unrelated_steps_do_not_start():
+    steps = {"a": [], "b": [], "after_b": ["b"], "after_a": ["a"]}
+    history = History(steps).complete(0, {})
+    assert started_steps(history.actions()) == ["a", "b"]
+    history.complete(1, done("Failed"))  # a fails while b runs
+    not_run = history.actions()[-1]
+    assert not_run[2]["steps"] == {"Skipped": ["after_a"], "Canceled": ["after_b"]}
+    history.complete(3, {}).complete(2, done())  # b completes; after_b must not start
+    assert "after_b" not in started_steps(history.actions())
+
+
+def test_continue_on_failure_runs_independent_branches():
+    steps = {"a": [], "b": [], "after_b": ["b"], "after_a": ["a"]}
+    history = History(steps, continue_on_failure=True).complete(0, {})
+    history.complete(1, done("Failed"))
+    history.complete(3, {}).complete(2, done())
+    assert started_steps(history.actions()) == ["a", "b", "after_b"]
+
+
+def test_an_activity_that_raises_counts_as_a_failed_step():
+    history = History({"a": [], "b": ["a"]}).complete(0, {})
+    history.fail(1, "Activity function 'step_start' failed: storage down")
+    actions = history.actions()
+    assert actions[-1][1] == "steps_not_run"
+    assert actions[-1][2]["steps"]["Skipped"] == ["b"]
