@@ -1,0 +1,380 @@
+"""Run and step records (API.md §3 field names) and their store in the system container.
+
+Layout (system container):
+  runs/{runId}/run.json                  run record without Steps (ETag-guarded updates)
+  runs/{runId}/steps/{step}.json         one step record
+  runs/{runId}/steps/{step}/log.txt      step log (append blob)
+  runs/{runId}/steps/{step}/fingerprint.json
+  runindex/{invertedCreatedMs}_{runId}   empty blob, metadata {experiment, status, pipelineid}:
+                                         listing it ascending gives runs newest first, and the
+                                         filters need no record downloads.
+
+Model fields are spelled exactly as the API spells them (PascalCase), so `model_dump()` is
+the API body with no alias bookkeeping.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import secrets
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable, Literal, Optional, Union
+from urllib.parse import quote, unquote
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.storage.blob import ContainerClient
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+
+from shared.errors import Conflict, InvalidRequest, NotFound
+from shared.settings import get_settings
+from shared.storage import ensure_container, parallel_map, translate_storage_errors
+
+RunStatus = Literal["NotStarted", "Queued", "Running", "CancelRequested", "Finished", "Failed", "Canceled"]
+StepStatus = Literal["NotStarted", "Queued", "Running", "CancelRequested", "Completed", "Failed", "Canceled",
+                     "Skipped"]
+RUN_STATUSES: tuple[str, ...] = RunStatus.__args__
+STEP_STATUSES: tuple[str, ...] = StepStatus.__args__
+TERMINAL_RUN_STATUSES = frozenset({"Finished", "Failed", "Canceled"})
+TERMINAL_STEP_STATUSES = frozenset({"Completed", "Failed", "Canceled", "Skipped"})
+
+_MAX_ETAG_ATTEMPTS = 20
+_APPEND_BLOCK_LIMIT = 4 * 1024 * 1024
+
+
+# ----- time and ids ------------------------------------------------------------------------
+
+
+def to_utc_iso(value: datetime | str | None) -> str | None:
+    """UTC ISO 8601 with milliseconds and `Z`; naive datetimes are taken as UTC."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    value = value.astimezone(timezone.utc)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def utc_now() -> str:
+    return to_utc_iso(datetime.now(timezone.utc))
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """`mlpipe_<yyyymmddHHMMSS>_<8 hex>`: readable, unique, and sorts by creation second."""
+    now = now or datetime.now(timezone.utc)
+    return f"mlpipe_{now.astimezone(timezone.utc):%Y%m%d%H%M%S}_{secrets.token_hex(4)}"
+
+
+def check_path_segment(value: str, what: str) -> str:
+    """A run id or step name used as one blob path segment: no '/', '\\', '.', '..' or emptiness."""
+    if (not isinstance(value, str) or not value or value in (".", "..") or "/" in value or "\\" in value
+            or any(ord(ch) < 32 for ch in value)):
+        raise InvalidRequest(f"{what} {value!r} is not usable as a name")
+    return value
+
+
+# ----- records -----------------------------------------------------------------------------
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+
+
+class OutputRef(BaseModel):
+    Datastore: str = "workspaceblobstore"
+    Path: str
+
+
+Number = Union[int, float]
+_TIME_FIELDS = ("CreatedTimeUtc", "StartTimeUtc", "EndTimeUtc")
+
+
+class _Record(BaseModel):
+    # extra="allow": fields another module adds (e.g. ParentRunId) survive a read-modify-write.
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    @field_validator(*_TIME_FIELDS, mode="before", check_fields=False)
+    @classmethod
+    def _normalise_time(cls, value):
+        return to_utc_iso(value)
+
+    def to_api(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+class StepRecord(_Record):
+    Name: str
+    Status: StepStatus = "NotStarted"
+    Reused: bool = False
+    ReusedFromRunId: Optional[str] = None
+    Compute: Optional[str] = None
+    Fingerprint: Optional[str] = None
+    StartTimeUtc: Optional[str] = None
+    EndTimeUtc: Optional[str] = None
+    Outputs: dict[str, OutputRef] = Field(default_factory=dict)
+    Metrics: dict[str, Union[Number, list[Number]]] = Field(default_factory=dict)
+    Error: Optional[ErrorInfo] = None
+    Attempt: int = 0
+    # The compute backend's JobHandle as a dict while the step runs (for cancel and resume).
+    JobHandle: Optional[dict] = None
+
+
+class RunRecord(_Record):
+    Id: str
+    Status: RunStatus = "NotStarted"
+    ExperimentName: str
+    PipelineId: Optional[str] = None
+    EndpointName: Optional[str] = None
+    RunSource: Optional[str] = None
+    ParameterAssignments: dict[str, Any] = Field(default_factory=dict)
+    DataPathAssignments: dict[str, Any] = Field(default_factory=dict)
+    Tags: dict[str, Any] = Field(default_factory=dict)
+    Description: Optional[str] = None
+    CreatedTimeUtc: str = Field(default_factory=utc_now)
+    StartTimeUtc: Optional[str] = None
+    EndTimeUtc: Optional[str] = None
+    Error: Optional[ErrorInfo] = None
+    RegenerateOutputs: bool = False
+    ContinueOnStepFailure: bool = False
+    Steps: list[StepRecord] = Field(default_factory=list)
+
+    _etag: Optional[str] = PrivateAttr(default=None)
+
+    @property
+    def etag(self) -> str | None:
+        """ETag of run.json when this record was read (None for a record not read from storage)."""
+        return self._etag
+
+    def step(self, name: str) -> StepRecord | None:
+        return next((s for s in self.Steps if s.Name == name), None)
+
+
+# ----- the store ---------------------------------------------------------------------------
+
+
+def _run_prefix(run_id: str) -> str:
+    return f"runs/{check_path_segment(run_id, 'run id')}"
+
+
+def _step_prefix(run_id: str, step: str) -> str:
+    return f"{_run_prefix(run_id)}/steps/{check_path_segment(step, 'step name')}"
+
+
+def _index_name(run: RunRecord) -> str:
+    created = datetime.fromisoformat(run.CreatedTimeUtc.replace("Z", "+00:00"))
+    inverted = 10**13 - 1 - int(created.timestamp() * 1000)
+    return f"runindex/{inverted:013d}_{run.Id}"
+
+
+def _index_metadata(run: RunRecord) -> dict[str, str]:
+    """Filterable fields, URL-quoted (metadata must be ASCII); empty values are left out."""
+    fields = {"experiment": run.ExperimentName, "status": run.Status, "pipelineid": run.PipelineId}
+    return {key: quote(value, safe="") for key, value in fields.items() if value}
+
+
+def _conflict_pause(attempt: int) -> None:
+    time.sleep(random.uniform(0, 0.01 * (2 ** min(attempt, 6))))
+
+
+class RunStore:
+    """Runs, steps, logs and fingerprint ingredients in the system container."""
+
+    def __init__(self, container: str | None = None):
+        self._container_name = container
+
+    def _container(self) -> ContainerClient:
+        return ensure_container(self._container_name or get_settings().system_container)
+
+    # ----- runs ----------------------------------------------------------------------------
+
+    def create_run(self, record: RunRecord) -> RunRecord:
+        """Write a new run; Conflict if a run with this id exists (create-only)."""
+        body = record.model_dump_json(exclude={"Steps"}).encode("utf-8")
+        container = self._container()
+        with translate_storage_errors(f"run '{record.Id}'"):
+            try:
+                container.upload_blob(f"{_run_prefix(record.Id)}/run.json", body, overwrite=False)
+            except ResourceExistsError as exc:
+                raise Conflict(f"run '{record.Id}' already exists") from exc
+            container.upload_blob(_index_name(record), b"", overwrite=True, metadata=_index_metadata(record))
+        return record
+
+    def _read_run(self, run_id: str) -> RunRecord:
+        with translate_storage_errors(f"run '{run_id}'"):
+            downloader = self._container().download_blob(f"{_run_prefix(run_id)}/run.json")
+            record = RunRecord.model_validate_json(downloader.readall())
+        record._etag = downloader.properties.etag
+        return record
+
+    def _read_steps(self, run_id: str) -> list[StepRecord]:
+        prefix = f"{_run_prefix(run_id)}/steps/"
+        container = self._container()
+        with translate_storage_errors(f"steps of run '{run_id}'"):
+            names = [b.name for b in container.walk_blobs(name_starts_with=prefix, delimiter="/")
+                     if b.name.endswith(".json") and not b.name.endswith("/")]
+
+        def read(name: str) -> StepRecord | None:
+            try:
+                return StepRecord.model_validate_json(container.download_blob(name).readall())
+            except ResourceNotFoundError:
+                return None
+
+        with translate_storage_errors(f"steps of run '{run_id}'"):
+            return [s for s in parallel_map(read, names) if s is not None]
+
+    def get_run(self, run_id: str, with_steps: bool = True) -> RunRecord:
+        """The run; with its step records (sorted by name) when `with_steps`. NotFound if absent."""
+        if not with_steps:
+            return self._read_run(run_id)
+        # run.json and the step listing are independent: fetch them side by side.
+        record, steps = parallel_map(lambda f: f(run_id), [self._read_run, self._read_steps], max_workers=2)
+        record.Steps = sorted(steps, key=lambda s: s.Name)
+        return record
+
+    def modify_run(self, run_id: str, change: Callable[[RunRecord], Optional[RunRecord]]) -> RunRecord:
+        """Read-modify-write run.json under If-Match, re-reading and re-applying on a conflict.
+
+        `change` gets the current record (without Steps) and mutates it or returns a new one;
+        it may run more than once, so it must only depend on the record it is given.
+        """
+        blob = self._container().get_blob_client(f"{_run_prefix(run_id)}/run.json")
+        for attempt in range(_MAX_ETAG_ATTEMPTS):
+            current = self._read_run(run_id)
+            before = _index_metadata(current)
+            working = current.model_copy(deep=True)
+            returned = change(working)
+            # A returned record wins; None means `change` mutated `working` in place.
+            updated = RunRecord.model_validate((returned if returned is not None else working).model_dump())
+            body = updated.model_dump_json(exclude={"Steps"}).encode("utf-8")
+            with translate_storage_errors(f"run '{run_id}'"):
+                try:
+                    result = blob.upload_blob(body, overwrite=True, etag=current.etag,
+                                              match_condition=MatchConditions.IfNotModified)
+                except ResourceModifiedError:
+                    _conflict_pause(attempt)
+                    continue
+                if _index_metadata(updated) != before:
+                    self._write_index(updated)
+            updated._etag = result.get("etag")
+            return updated
+        raise Conflict(f"run '{run_id}' kept changing; gave up after {_MAX_ETAG_ATTEMPTS} attempts")
+
+    def update_run(self, run_id: str, **fields: Any) -> RunRecord:
+        """Set run fields (API names, e.g. Status="Running", StartTimeUtc=...) with optimistic concurrency."""
+        if "Id" in fields or "Steps" in fields:
+            raise ValueError("update_run cannot change Id or Steps (steps have their own records)")
+
+        def apply(record: RunRecord) -> RunRecord:
+            return RunRecord.model_validate({**record.model_dump(), **fields})
+
+        return self.modify_run(run_id, apply)
+
+    def _write_index(self, record: RunRecord) -> None:
+        blob = self._container().get_blob_client(_index_name(record))
+        try:
+            blob.set_blob_metadata(_index_metadata(record))
+        except ResourceNotFoundError:
+            blob.upload_blob(b"", overwrite=True, metadata=_index_metadata(record))
+
+    def list_runs(self, experiment: str | None = None, status: str | None = None,
+                  pipeline_id: str | None = None, top: int = 100) -> list[RunRecord]:
+        """Runs newest first (without Steps), filtered on the index's metadata; at most `top`."""
+        container = self._container()
+        wanted: list[str] = []
+        with translate_storage_errors("run index"):
+            for blob in container.list_blobs(name_starts_with="runindex/", include=["metadata"]):
+                meta = {k.lower(): v for k, v in (blob.metadata or {}).items()}
+                if experiment is not None and unquote(meta.get("experiment", "")) != experiment:
+                    continue
+                if status is not None and unquote(meta.get("status", "")) != status:
+                    continue
+                if pipeline_id is not None and unquote(meta.get("pipelineid", "")) != pipeline_id:
+                    continue
+                wanted.append(blob.name.split("_", 1)[1])
+                if len(wanted) >= top:
+                    break
+
+        def read(run_id: str) -> RunRecord | None:
+            try:
+                return self._read_run(run_id)
+            except NotFound:
+                return None
+
+        return [r for r in parallel_map(read, wanted) if r is not None]
+
+    # ----- steps ---------------------------------------------------------------------------
+
+    def put_step(self, run_id: str, step: StepRecord) -> StepRecord:
+        with translate_storage_errors(f"step '{step.Name}' of run '{run_id}'"):
+            self._container().upload_blob(f"{_step_prefix(run_id, step.Name)}.json",
+                                          step.model_dump_json().encode("utf-8"), overwrite=True)
+        return step
+
+    def get_step(self, run_id: str, step: str) -> StepRecord:
+        with translate_storage_errors(f"step '{step}' of run '{run_id}'"):
+            data = self._container().download_blob(f"{_step_prefix(run_id, step)}.json").readall()
+        return StepRecord.model_validate_json(data)
+
+    # ----- logs ----------------------------------------------------------------------------
+
+    def put_log(self, run_id: str, step: str, text: str) -> None:
+        """Replace the step's log with `text`."""
+        with translate_storage_errors(f"log of step '{step}' in run '{run_id}'"):
+            self._container().upload_blob(f"{_step_prefix(run_id, step)}/log.txt", text.encode("utf-8"),
+                                          overwrite=True)
+
+    def append_log(self, run_id: str, step: str, text: str) -> None:
+        """Append `text` to the step's log (an append blob; a log written by put_log is converted).
+
+        One round trip when the log exists; a step log has a single writer, so conversion races
+        are not a concern.
+        """
+        blob = self._container().get_blob_client(f"{_step_prefix(run_id, step)}/log.txt")
+        data = text.encode("utf-8")
+        if not data:
+            return
+        with translate_storage_errors(f"log of step '{step}' in run '{run_id}'"):
+            try:
+                self._append_blocks(blob, data)
+                return
+            except ResourceNotFoundError:
+                previous = b""
+            except HttpResponseError as exc:
+                if getattr(exc, "error_code", None) != "InvalidBlobType":
+                    raise
+                previous = blob.download_blob().readall()
+            blob.create_append_blob()
+            self._append_blocks(blob, previous + data)
+
+    @staticmethod
+    def _append_blocks(blob, data: bytes) -> None:
+        for start in range(0, len(data), _APPEND_BLOCK_LIMIT):
+            blob.append_block(data[start:start + _APPEND_BLOCK_LIMIT])
+
+    def get_log(self, run_id: str, step: str) -> str:
+        with translate_storage_errors(f"log of step '{step}' in run '{run_id}'"):
+            data = self._container().download_blob(f"{_step_prefix(run_id, step)}/log.txt").readall()
+        return data.decode("utf-8", errors="replace")
+
+    # ----- fingerprint ingredients ---------------------------------------------------------
+
+    def put_fingerprint(self, run_id: str, step: str, ingredients: dict) -> None:
+        with translate_storage_errors(f"fingerprint of step '{step}' in run '{run_id}'"):
+            self._container().upload_blob(f"{_step_prefix(run_id, step)}/fingerprint.json",
+                                          json.dumps(ingredients, sort_keys=True).encode("utf-8"),
+                                          overwrite=True)
+
+    def get_fingerprint(self, run_id: str, step: str) -> dict:
+        with translate_storage_errors(f"fingerprint of step '{step}' in run '{run_id}'"):
+            data = self._container().download_blob(f"{_step_prefix(run_id, step)}/fingerprint.json").readall()
+        return json.loads(data)

@@ -1,0 +1,166 @@
+"""The one place that builds Azure Storage clients and turns storage exceptions into ours.
+
+Clients are cached per connection string: building a BlobServiceClient is cheap, but its
+HTTP session (connection pool) is what makes later calls fast, so it must be shared.
+Nothing here ever formats a connection string, key or SAS into a message.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator, TypeVar
+
+import requests
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.core.pipeline.transport import RequestsTransport
+from azure.storage.blob import BlobServiceClient, ContainerClient, ExponentialRetry
+
+from shared.errors import Conflict, MlpipeError, NotFound, StorageError, TransientError
+from shared.settings import get_settings
+
+# Blobs up to this size go in one request; bigger ones are streamed in blocks of this size
+# (the SDK would otherwise buffer up to 64 MiB of a file in memory for a single put).
+BLOCK_SIZE = 4 * 1024 * 1024
+# Upload/download concurrency for one large blob, and for many files at once.
+BLOB_CONCURRENCY = 4
+FILE_CONCURRENCY = 8
+# Large enough for FILE_CONCURRENCY files each using BLOB_CONCURRENCY connections.
+CONNECTION_POOL_SIZE = 64
+
+_clients: dict[str, BlobServiceClient] = {}
+_containers_ready: set[tuple[str, str]] = set()
+_lock = threading.Lock()
+
+
+def _retry_policy() -> ExponentialRetry:
+    """Backoff ~0.5s, 2.5s, 4.5s, 8.5s (+/- jitter): rides out Azure throttling and 5xx and an
+    Azurite that is still starting, without making a dead endpoint hang for minutes."""
+    return ExponentialRetry(initial_backoff=0.5, increment_base=2, retry_total=4, random_jitter_range=1)
+
+
+def _transport() -> RequestsTransport:
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=CONNECTION_POOL_SIZE)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return RequestsTransport(session=session, session_owner=False,
+                             connection_timeout=10, read_timeout=120)
+
+
+def is_account_url(value: str) -> bool:
+    return value.strip().lower().startswith(("https://", "http://"))
+
+
+def _build_client(connection: str) -> BlobServiceClient:
+    options = dict(
+        retry_policy=_retry_policy(),
+        transport=_transport(),
+        max_single_put_size=BLOCK_SIZE,
+        max_block_size=BLOCK_SIZE,
+        max_single_get_size=BLOCK_SIZE,
+        max_chunk_get_size=BLOCK_SIZE,
+    )
+    if is_account_url(connection):
+        from azure.identity import DefaultAzureCredential
+
+        return BlobServiceClient(account_url=connection.strip(), credential=DefaultAzureCredential(), **options)
+    try:
+        return BlobServiceClient.from_connection_string(connection, **options)
+    except ValueError as exc:
+        # The SDK's message does not echo the string; ours must not either.
+        raise StorageError("the storage setting is neither a valid connection string nor an account URL") from exc
+
+
+def blob_service(connection: str | None = None) -> BlobServiceClient:
+    """The BlobServiceClient for `connection` (default: the AzureWebJobsStorage setting), cached."""
+    connection = connection or get_settings().storage_connection
+    client = _clients.get(connection)
+    if client is None:
+        with _lock:
+            client = _clients.get(connection)
+            if client is None:
+                client = _clients[connection] = _build_client(connection)
+    return client
+
+
+def ensure_container(name: str, connection: str | None = None) -> ContainerClient:
+    """A client for container `name`, created if missing; the create is attempted once per process."""
+    connection = connection or get_settings().storage_connection
+    client = blob_service(connection).get_container_client(name)
+    key = (connection, name)
+    if key not in _containers_ready:
+        with translate_storage_errors(f"container '{name}'"):
+            try:
+                client.create_container()
+            except ResourceExistsError:
+                pass
+        _containers_ready.add(key)
+    return client
+
+
+def forget_containers() -> None:
+    """Forget which containers exist (after something deleted one, e.g. in tests)."""
+    _containers_ready.clear()
+
+
+@contextmanager
+def translate_storage_errors(what: str) -> Iterator[None]:
+    """Re-raise azure.core errors as mlpipe errors whose message names `what` (never a secret).
+
+    Code that wants to act on a specific azure error (412 to retry, 409 for create-only) catches
+    it itself inside the block; anything else leaving the block is translated here.
+    """
+    try:
+        yield
+    except MlpipeError:
+        raise
+    except ResourceNotFoundError as exc:
+        raise NotFound(f"{what} not found") from exc
+    except ResourceExistsError as exc:
+        raise Conflict(f"{what} already exists") from exc
+    except ResourceModifiedError as exc:
+        raise Conflict(f"{what} was changed concurrently") from exc
+    except ClientAuthenticationError as exc:
+        raise StorageError(f"{what}: storage refused the credentials ({_error_code(exc)})") from exc
+    except HttpResponseError as exc:
+        status = exc.status_code or 0
+        detail = f"{what}: storage answered {status} {_error_code(exc)}".rstrip()
+        if status == 429 or status >= 500:
+            raise TransientError(detail) from exc
+        raise StorageError(detail) from exc
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        raise TransientError(f"{what}: storage unreachable ({type(exc).__name__})") from exc
+    except AzureError as exc:
+        raise StorageError(f"{what}: storage error ({type(exc).__name__})") from exc
+
+
+def _error_code(exc: HttpResponseError) -> str:
+    return str(getattr(exc, "error_code", None) or "")
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def parallel_map(fn: Callable[[T], R], items: Iterable[T], max_workers: int = FILE_CONCURRENCY) -> list[R]:
+    """`[fn(x) for x in items]` on a short-lived thread pool; inline when there is one item.
+
+    A pool per call (not a shared one) so a task may itself call parallel_map without the
+    deadlock a bounded shared pool would risk; threads start lazily, so the cost is tiny.
+    """
+    items = list(items)
+    if len(items) <= 1:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(max_workers, len(items)), thread_name_prefix="mlpipe-io") as pool:
+        return list(pool.map(fn, items))
