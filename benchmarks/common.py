@@ -1,0 +1,60 @@
+"""Shared set-up for benchmarks: a private Azurite + local host, and timing helpers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from devhost.azurite import free_port, start_azurite  # noqa: E402
+from devhost.testing import start_host  # noqa: E402
+from shared.client import PipelineClient  # noqa: E402
+
+BENCH_KEY = "benchmark-key-0123456789"
+
+
+@contextlib.contextmanager
+def local_stack(extra_env: dict | None = None) -> Iterator[tuple[PipelineClient, dict]]:
+    """A fresh Azurite and a devhost running the repo's function_app.py; yields (client, env)."""
+    with tempfile.TemporaryDirectory(prefix="mlpipe-bench-") as scratch:
+        scratch_path = Path(scratch)
+        azurite = start_azurite(scratch_path / "azurite", blob_port=free_port(), queue_port=free_port())
+        env = {"AzureWebJobsStorage": azurite.connection_string, "MLPIPE_DATA_DIR": str(scratch_path / "data"),
+               "MLPIPE_FUNCTION_KEY": BENCH_KEY, **(extra_env or {})}
+        try:
+            with start_host(REPO_ROOT, env=env, data_dir=scratch_path / "data") as host:
+                os.environ.update(env)
+                yield PipelineClient(host.url, BENCH_KEY), env
+        finally:
+            azurite.stop()
+
+
+def spawn_floor(script: Path, count: int) -> float:
+    """Mean seconds to spawn `python script` and wait for it: the raw cost every step pays."""
+    durations = []
+    for _ in range(count):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, str(script)], check=True)
+        durations.append(time.perf_counter() - started)
+    return statistics.mean(durations)
+
+
+def timed_run(client: PipelineClient, pipeline_id: str, **submit_fields) -> tuple[float, dict]:
+    started = time.perf_counter()
+    run = client.submit(pipeline_id, "benchmark", **submit_fields)
+    final = client.wait_for_run(run["Id"], poll_seconds=0.02, timeout=600)
+    return time.perf_counter() - started, final
+
+
+def machine() -> str:
+    import platform
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"

@@ -1,0 +1,79 @@
+"""Per-step overhead of mlpipe on local compute, from HTTP submit to Finished.
+
+    .venv/bin/python benchmarks/pipeline_overhead.py [--chain 50] [--fanout 100]
+
+Each step runs an empty Python script (the cost of `python -c pass`); the raw floor is that
+spawn measured in the same run. Reports: chain of N (per-step overhead beyond the spawn),
+fan-out/fan-in of N (wall time to Finished), and the all-reused resubmission of the chain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from common import local_stack, machine, spawn_floor, timed_run
+from shared.fingerprint import SourceHasher
+from shared.packaging import build_package
+from shared.spec import load_definition
+
+
+def noop_step(name: str, after: list[str]) -> dict:
+    return {"name": name, "source_directory": "src", "script_name": "noop.py", "run_after": after}
+
+
+def chain(n: int) -> dict:
+    return {"name": f"chain{n}", "steps": [noop_step(f"s{i}", [f"s{i-1}"] if i else []) for i in range(n)]}
+
+
+def fan_out(n: int) -> dict:
+    workers = [noop_step(f"w{i}", ["root"]) for i in range(n)]
+    return {"name": f"fanout{n}", "steps": [noop_step("root", []), *workers,
+                                            noop_step("join", [w["name"] for w in workers])]}
+
+
+def publish(client, folder: Path, definition: dict) -> str:
+    (folder / "src").mkdir(parents=True, exist_ok=True)
+    (folder / "src" / "noop.py").write_text("")
+    path = folder / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(definition))
+    parsed, base = load_definition(path)
+    return client.publish_package(build_package(path, parsed, base, SourceHasher(None)))["Id"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--chain", type=int, default=50)
+    parser.add_argument("--fanout", type=int, default=100)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch, local_stack() as (client, _env):
+        scratch = Path(scratch)
+        chain_id = publish(client, scratch / "chain", chain(args.chain))
+        fan_id = publish(client, scratch / "fan", fan_out(args.fanout))
+        floor = spawn_floor(scratch / "chain" / "src" / "noop.py", 20)
+
+        chain_seconds, chain_run = timed_run(client, chain_id)
+        assert chain_run["Status"] == "Finished", chain_run["Error"]
+        fan_seconds, fan_run = timed_run(client, fan_id)
+        assert fan_run["Status"] == "Finished", fan_run["Error"]
+        reused_seconds, reused_run = timed_run(client, chain_id)
+        assert all(step["Reused"] for step in reused_run["Steps"])
+
+    per_step = chain_seconds / args.chain
+    print(f"machine: {machine()}")
+    print("| measurement | value | raw floor (same run) |")
+    print("|---|---|---|")
+    print(f"| spawn `python noop.py` | {floor * 1000:.1f} ms | - |")
+    print(f"| chain of {args.chain}, submit to Finished | {chain_seconds:.2f} s ({per_step * 1000:.1f} ms/step) "
+          f"| {args.chain} x spawn = {args.chain * floor:.2f} s |")
+    print(f"| chain of {args.chain}: overhead per step beyond the spawn | {(per_step - floor) * 1000:.1f} ms | - |")
+    print(f"| fan-out/fan-in of {args.fanout} (+root, +join), submit to Finished | {fan_seconds:.2f} s "
+          f"| {args.fanout + 2} spawns serial = {(args.fanout + 2) * floor:.2f} s |")
+    print(f"| resubmit chain of {args.chain}, all Reused, submit to Finished | {reused_seconds:.2f} s | - |")
+
+
+if __name__ == "__main__":
+    main()
