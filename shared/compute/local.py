@@ -1,0 +1,313 @@
+"""Local compute: the step script runs as a subprocess of this host, in its own process group.
+
+Work folder `<data_dir>/work/{run_id}/{step}/`, wiped at submit:
+  inputs/{name}/      downloaded inputs (PipelineData via its manifest; datasets by path)
+  outputs/{name}/     empty folders the script fills; uploaded and committed on exit 0
+  log.txt             stdout and stderr, interleaved
+  metrics.jsonl       MLPIPE_METRICS_FILE
+
+Running processes are tracked in a process-wide dict keyed by handle id. A handle that is not
+in it comes from an earlier host process: that job cannot be followed (its output pipes and
+exit status are gone), so poll kills what is left of it and answers Lost.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from shared.compute.base import JobHandle, JobStatus, StepJobRequest, parse_metrics, substitute_data_placeholders
+from shared.datastore import default_datastore, get_datastore
+from shared.errors import NotFound
+from shared.runs import RunStore, check_path_segment
+from shared.settings import get_settings
+from shared.storage import parallel_map
+
+BACKEND_NAME = "local"
+STDERR_TAIL_LINES = 20
+# Settings that hold credentials: a step script has no business with them (and might print them).
+_SECRET_SETTINGS = ("AzureWebJobsStorage", "MLPIPE_FUNCTION_KEY", "MLPIPE_SERVICEBUS_CONNECTION")
+# Identifies this host process; a handle from another boot is recognisably foreign.
+_BOOT_ID = uuid.uuid4().hex
+
+
+@dataclass
+class _LocalJob:
+    handle: JobHandle
+    request: StepJobRequest
+    process: subprocess.Popen
+    work_dir: Path
+    output_dirs: dict[str, Path]
+    stderr_tail: collections.deque
+    stderr_pump: threading.Thread
+    deadline: Optional[float]
+    canceled: bool = False
+    timed_out: bool = False
+    final: Optional[JobStatus] = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+# Process-wide: every LocalBackend instance in this process sees the same jobs.
+_jobs: dict[str, _LocalJob] = {}
+_jobs_by_step: dict[tuple[str, str], str] = {}
+_jobs_lock = threading.Lock()
+
+
+def work_dir_for(run_id: str, step: str) -> Path:
+    return get_settings().data_dir / "work" / check_path_segment(run_id, "run id") / check_path_segment(step, "step name")
+
+
+class LocalBackend:
+    name = BACKEND_NAME
+
+    def __init__(self, cancel_grace_seconds: float = 5.0):
+        self.cancel_grace_seconds = cancel_grace_seconds
+
+    # ----- submit --------------------------------------------------------------------------
+
+    def submit(self, request: StepJobRequest) -> JobHandle:
+        """Stage inputs and start the script. Raises an MlpipeError if an input cannot be staged."""
+        self._stop_previous_attempt(request.run_id, request.step_name)
+        work_dir = work_dir_for(request.run_id, request.step_name)
+        _wipe(work_dir)
+        input_paths = _stage_inputs(request, work_dir / "inputs")
+        output_dirs = {name: work_dir / "outputs" / check_path_segment(name, "output name")
+                       for name in request.outputs}
+        for folder in output_dirs.values():
+            folder.mkdir(parents=True)
+        arguments = substitute_data_placeholders(request.arguments, input_paths,
+                                                 {n: str(p) for n, p in output_dirs.items()})
+
+        handle_id = uuid.uuid4().hex
+        log_path = work_dir / "log.txt"
+        with open(log_path, "ab") as stdout_sink:
+            process = subprocess.Popen(
+                [sys.executable, request.script, *arguments],
+                cwd=work_dir, env=_child_environment(request, work_dir, handle_id),
+                stdin=subprocess.DEVNULL, stdout=stdout_sink, stderr=subprocess.PIPE,
+                start_new_session=True,  # its own process group: cancel reaches its children too
+            )
+        tail: collections.deque = collections.deque(maxlen=STDERR_TAIL_LINES)
+        pump = threading.Thread(target=_pump_stderr, args=(process.stderr, log_path, tail),
+                                name=f"mlpipe-stderr-{request.step_name}", daemon=True)
+        pump.start()
+        handle = JobHandle(backend=BACKEND_NAME, id=handle_id, data={
+            "pid": process.pid, "pgid": process.pid, "boot": _BOOT_ID, "workDir": str(work_dir),
+            "runId": request.run_id, "step": request.step_name,
+        })
+        deadline = time.monotonic() + request.timeout_seconds if request.timeout_seconds else None
+        job = _LocalJob(handle, request, process, work_dir, output_dirs, tail, pump, deadline)
+        with _jobs_lock:
+            _jobs[handle_id] = job
+            _jobs_by_step[(request.run_id, request.step_name)] = handle_id
+        return handle
+
+    def _stop_previous_attempt(self, run_id: str, step: str) -> None:
+        """A re-submitted step (activity retried) must not race its earlier process for the folder."""
+        previous = _jobs.get(_jobs_by_step.get((run_id, step), ""))
+        if previous is not None and previous.process.poll() is None:
+            self.cancel(previous.handle)
+
+    # ----- poll ----------------------------------------------------------------------------
+
+    def poll(self, handle: JobHandle, wait_seconds: float = 0.0) -> JobStatus:
+        """Wait up to `wait_seconds` for the job to end; Running if it has not."""
+        job = _jobs.get(handle.id)
+        if job is None:
+            return _give_up_foreign_job(handle)
+        if job.final is not None:
+            return job.final
+        timeout = max(0.0, wait_seconds)
+        if job.deadline is not None:
+            timeout = min(timeout, max(0.0, job.deadline - time.monotonic()))
+        try:
+            job.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            if job.deadline is None or time.monotonic() < job.deadline:
+                return JobStatus(state="Running")
+            job.timed_out = True
+            _kill_group(job.process.pid, signal.SIGKILL)
+            job.process.wait()
+        return self._finish(job)
+
+    def _finish(self, job: _LocalJob) -> JobStatus:
+        """Collect the exited job's result once: outputs, metrics, log. Retried by the next poll if
+        storage fails half way (nothing is final until everything is uploaded)."""
+        with job.lock:
+            if job.final is not None:
+                return job.final
+            # Whatever outlived the script in its group is not ours to keep (and may hold stderr open).
+            _kill_group(job.process.pid, signal.SIGKILL)
+            job.stderr_pump.join(timeout=5)
+            code = job.process.returncode
+            metrics = _read_metrics(job.work_dir / "metrics.jsonl")
+            if job.canceled:
+                status = JobStatus(state="Canceled", error="canceled", metrics=metrics)
+            elif job.timed_out:
+                status = JobStatus(state="Failed", metrics=metrics,
+                                   error=f"timed out after {job.request.timeout_seconds:g}s")
+            elif code == 0:
+                _commit_outputs(job)
+                status = JobStatus(state="Completed", metrics=metrics, outputs=dict(job.request.outputs))
+            else:
+                status = JobStatus(state="Failed", metrics=metrics, error=_failure_message(code, job.stderr_tail))
+            RunStore().put_log(job.request.run_id, job.request.step_name, _read_log(job.work_dir))
+            job.final = status
+            return status
+
+    # ----- cancel and logs -----------------------------------------------------------------
+
+    def cancel(self, handle: JobHandle) -> None:
+        """SIGTERM the job's process group, SIGKILL after the grace period. No-op if already ended."""
+        job = _jobs.get(handle.id)
+        if job is None:
+            _give_up_foreign_job(handle)
+            return
+        if job.process.poll() is not None:
+            return
+        job.canceled = True
+        _kill_group(job.process.pid, signal.SIGTERM)
+        try:
+            job.process.wait(timeout=self.cancel_grace_seconds)
+        except subprocess.TimeoutExpired:
+            pass
+        _kill_group(job.process.pid, signal.SIGKILL)  # the leader or children that ignored SIGTERM
+        job.process.wait()
+
+    def fetch_logs(self, handle: JobHandle) -> str:
+        """The log so far: the local file while this host has it, else the uploaded copy."""
+        work_dir = Path(handle.data.get("workDir", ""))
+        if handle.data.get("workDir") and (work_dir / "log.txt").is_file():
+            return _read_log(work_dir)
+        try:
+            return RunStore().get_log(handle.data.get("runId", ""), handle.data.get("step", ""))
+        except NotFound:
+            return ""
+
+
+# ----- helpers ----------------------------------------------------------------------------
+
+
+def _wipe(work_dir: Path) -> None:
+    if work_dir.exists():
+        shutil.rmtree(work_dir)
+    (work_dir / "inputs").mkdir(parents=True)
+
+
+def _stage_inputs(request: StepJobRequest, inputs_dir: Path) -> dict[str, str]:
+    """Download every input concurrently; name -> local path (a folder, or the file of a single-blob dataset)."""
+
+    def stage(item) -> tuple[str, str]:
+        name, ref = item
+        target = inputs_dir / check_path_segment(name, "input name")
+        datastore = get_datastore(ref.datastore)
+        local = datastore.download_output(ref.path, target) if ref.is_pipeline_data \
+            else datastore.download_path(ref.path, target)
+        return name, str(local)
+
+    return dict(parallel_map(stage, list(request.inputs.items())))
+
+
+def _child_environment(request: StepJobRequest, work_dir: Path, handle_id: str) -> dict[str, str]:
+    secrets = set(_SECRET_SETTINGS)
+    for spec in (get_settings().extra_datastores or {}).values():
+        if isinstance(spec, dict) and spec.get("connection"):
+            secrets.add(spec["connection"])
+    env = {k: v for k, v in os.environ.items() if k not in secrets}
+    env.update(request.environment)
+    python_path = [request.source_dir] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    env.update({
+        "MLPIPE_METRICS_FILE": str(work_dir / "metrics.jsonl"),
+        "MLPIPE_RUN_ID": request.run_id,
+        "MLPIPE_STEP_NAME": request.step_name,
+        "MLPIPE_JOB_ID": handle_id,  # lets a later host recognise this job's processes
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(python_path),
+    })
+    return env
+
+
+def _pump_stderr(stream, log_path: Path, tail: collections.deque) -> None:
+    """Copy the child's stderr into the log (O_APPEND, like its stdout) and keep the last lines."""
+    with stream, open(log_path, "ab", buffering=0) as log:
+        for line in iter(stream.readline, b""):
+            log.write(line)
+            tail.append(line.decode("utf-8", errors="replace").rstrip("\n"))
+
+
+def _failure_message(code: int, stderr_tail: collections.deque) -> str:
+    if code < 0:
+        try:
+            reason = f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            reason = f"killed by signal {-code}"
+        message = f"script exited with code {code} ({reason})"
+    else:
+        message = f"script exited with code {code}"
+    tail = "\n".join(stderr_tail).strip()
+    return f"{message}; last lines of stderr:\n{tail}" if tail else message
+
+
+def _commit_outputs(job: _LocalJob) -> None:
+    datastore = default_datastore()
+    parallel_map(lambda name: datastore.upload_output(job.output_dirs[name], job.request.outputs[name]),
+                 list(job.request.outputs))
+
+
+def _read_metrics(path: Path) -> dict:
+    try:
+        return parse_metrics(path.read_text(encoding="utf-8", errors="replace"))
+    except FileNotFoundError:
+        return {}
+
+
+def _read_log(work_dir: Path) -> str:
+    try:
+        return (work_dir / "log.txt").read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_members_of_job(pgid: int, job_id: str) -> list[int]:
+    """Pids in process group `pgid` whose environment carries MLPIPE_JOB_ID=job_id (Linux /proc)."""
+    marker = f"MLPIPE_JOB_ID={job_id}".encode()
+    members = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            # Fields after the ")" closing the command name: state ppid pgrp ...
+            if int(stat.rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                members.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return members
+
+
+def _give_up_foreign_job(handle: JobHandle) -> JobStatus:
+    """A job started by an earlier host process: kill what is left of it (only if it is provably
+    that job's process group) and report Lost so the executor submits it again."""
+    pgid = handle.data.get("pgid")
+    if isinstance(pgid, int) and pgid > 1 and _group_members_of_job(pgid, handle.id):
+        _kill_group(pgid, signal.SIGKILL)
+    return JobStatus(state="Lost", error="the local job belongs to an earlier host process and cannot be followed")

@@ -1,0 +1,215 @@
+"""LocalBackend against Azurite: outputs + metrics + log, failures, cancel, Lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from shared.compute import DataRef, JobHandle, StepJobRequest, get_backend, parse_metrics
+from shared.compute.local import LocalBackend, work_dir_for
+from shared.datastore import default_datastore
+from shared.errors import InvalidRequest, NotFound
+from shared.runs import RunStore
+
+
+@pytest.fixture
+def backend(storage_env):
+    return LocalBackend(cancel_grace_seconds=2)
+
+
+def write_script(folder: Path, body: str, name: str = "step.py") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / name
+    script.write_text(textwrap.dedent(body))
+    return script
+
+
+def request_for(script: Path, **fields) -> StepJobRequest:
+    fields.setdefault("run_id", f"run{uuid.uuid4().hex[:8]}")
+    fields.setdefault("step_name", "step")
+    return StepJobRequest(script=str(script), source_dir=str(script.parent), **fields)
+
+
+def wait_done(backend, handle, limit=60.0):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        status = backend.poll(handle, wait_seconds=1)
+        if status.state != "Running":
+            return status
+    raise AssertionError("job did not finish")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+
+
+def test_success_with_inputs_outputs_metrics_and_log(backend, tmp_path):
+    store = default_datastore()
+    store.upload_bytes("iris/raw/iris.csv", b"a,b\n1,2\n")
+    upstream = tmp_path / "upstream"
+    (upstream / "nested").mkdir(parents=True)
+    (upstream / "nested" / "part.txt").write_text("from prep")
+    store.upload_output(upstream, "runs/r0/prep/clean")
+    store.upload_bytes("runs/r0/prep/clean/uncommitted.tmp", b"not in the manifest")
+
+    script = write_script(tmp_path / "src", """
+        import json, os, sys, pathlib
+        raw, clean, model = sys.argv[1], sys.argv[2], sys.argv[3]
+        assert pathlib.Path(raw).read_text() == "a,b\\n1,2\\n", raw
+        files = sorted(str(p.relative_to(clean)) for p in pathlib.Path(clean).rglob("*") if p.is_file())
+        assert files == ["nested/part.txt"], files
+        pathlib.Path(model, "model.txt").write_text("weights " + os.environ["MLPIPE_STEP_NAME"])
+        print("hello stdout")
+        print("hello stderr", file=sys.stderr)
+        with open(os.environ["MLPIPE_METRICS_FILE"], "a") as m:
+            m.write(json.dumps({"name": "accuracy", "value": 0.9}) + "\\n")
+            m.write(json.dumps({"loss": 1.0, "note": "text is ignored"}) + "\\n")
+            m.write(json.dumps({"loss": 0.5}) + "\\n")
+        assert "AzureWebJobsStorage" not in os.environ
+    """)
+    request = request_for(script, arguments=["{inputs.raw}", "{inputs.clean}", "{outputs.model}"],
+                          inputs={"raw": DataRef(path="iris/raw/iris.csv"),
+                                  "clean": DataRef(path="runs/r0/prep/clean", is_pipeline_data=True)},
+                          outputs={"model": f"runs/r1/train/model"})
+    handle = backend.submit(request)
+    assert JobHandle.from_dict(handle.to_dict()) == handle
+    status = wait_done(backend, handle)
+    assert status.state == "Completed", status.error
+    assert status.metrics == {"accuracy": 0.9, "loss": [1.0, 0.5]}
+    assert status.outputs == {"model": "runs/r1/train/model"}
+    manifest = store.read_manifest("runs/r1/train/model")
+    assert [f["name"] for f in manifest["files"]] == ["model.txt"]
+    assert store.read_bytes("runs/r1/train/model/model.txt") == b"weights step"
+    log = RunStore().get_log(request.run_id, "step")
+    assert "hello stdout" in log and "hello stderr" in log
+    assert backend.fetch_logs(handle) == log
+    assert backend.poll(handle) == status  # terminal answers are stable
+
+
+def test_failure_reports_exit_code_and_stderr_tail(backend, tmp_path):
+    script = write_script(tmp_path / "src", """
+        import sys
+        print("working...")
+        for i in range(40):
+            print(f"noise {i}", file=sys.stderr)
+        raise SystemExit("bad things happened")
+    """)
+    request = request_for(script, outputs={"out": "runs/rx/step/out"})
+    status = wait_done(backend, backend.submit(request))
+    assert status.state == "Failed"
+    assert "exit" in status.error and "code 1" in status.error
+    assert "bad things happened" in status.error and "noise 39" in status.error
+    assert "noise 0\n" not in status.error  # only the tail
+    assert not default_datastore().is_committed("runs/rx/step/out")  # failed steps commit nothing
+    assert "working..." in RunStore().get_log(request.run_id, "step")
+
+
+def test_step_without_data_and_a_traceback(backend, tmp_path):
+    script = write_script(tmp_path / "src", "import nothing_here\n")
+    status = wait_done(backend, backend.submit(request_for(script)))
+    assert status.state == "Failed" and "ModuleNotFoundError" in status.error
+
+
+def test_cancel_kills_the_whole_process_group(backend, tmp_path):
+    pid_file = tmp_path / "child.pid"
+    script = write_script(tmp_path / "src", f"""
+        import signal, subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"])
+        open({str(pid_file)!r}, "w").write(str(child.pid))
+        time.sleep(300)
+    """)
+    handle = backend.submit(request_for(script))
+    deadline = time.monotonic() + 20
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child_pid = int(pid_file.read_text())
+    assert backend.poll(handle).state == "Running"
+    started = time.monotonic()
+    backend.cancel(handle)
+    assert time.monotonic() - started < 10
+    status = backend.poll(handle, wait_seconds=5)
+    assert status.state == "Canceled"
+    deadline = time.monotonic() + 5
+    while pid_alive(child_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(child_pid), "the script's child (which ignores SIGTERM) survived the cancel"
+    assert not pid_alive(handle.data["pid"])
+
+
+def test_timeout_fails_the_step(backend, tmp_path):
+    script = write_script(tmp_path / "src", "import time; time.sleep(60)\n")
+    handle = backend.submit(request_for(script, timeout_seconds=0.5))
+    status = wait_done(backend, handle, limit=20)
+    assert status.state == "Failed" and "timed out" in status.error
+
+
+def test_foreign_handle_is_lost_and_its_processes_are_killed(backend, tmp_path):
+    """A job started by an earlier host: simulated by a process that carries the job's marker."""
+    job_id = uuid.uuid4().hex
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"],
+                              env={**os.environ, "MLPIPE_JOB_ID": job_id}, start_new_session=True)
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
+    try:
+        time.sleep(0.2)  # let exec finish so /proc shows the new environment
+        mine = JobHandle(backend="local", id=job_id, data={"pid": orphan.pid, "pgid": orphan.pid,
+                                                           "boot": "earlier", "runId": "r", "step": "s"})
+        status = backend.poll(mine, wait_seconds=0)
+        assert status.state == "Lost"
+        assert orphan.wait(timeout=5) == -signal.SIGKILL
+        # A handle whose recorded group is not that job's processes must not kill anything.
+        not_mine = JobHandle(backend="local", id=uuid.uuid4().hex, data={"pid": bystander.pid,
+                                                                         "pgid": bystander.pid})
+        assert backend.poll(not_mine).state == "Lost"
+        time.sleep(0.2)
+        assert bystander.poll() is None
+    finally:
+        for process in (orphan, bystander):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def test_resubmit_wipes_the_work_folder(backend, tmp_path):
+    script = write_script(tmp_path / "src", "import pathlib; pathlib.Path('leftover.txt').write_text('x')\n")
+    request = request_for(script)
+    wait_done(backend, backend.submit(request))
+    work = work_dir_for(request.run_id, request.step_name)
+    assert (work / "leftover.txt").exists()
+    (work / "inputs" / "stale").mkdir()
+    handle = backend.submit(request)
+    assert not (work / "inputs" / "stale").exists()
+    assert wait_done(backend, handle).state == "Completed"
+
+
+def test_missing_dataset_and_unknown_placeholder_are_reported(backend, tmp_path):
+    script = write_script(tmp_path / "src", "pass\n")
+    with pytest.raises(NotFound) as info:
+        backend.submit(request_for(script, inputs={"raw": DataRef(path="no/such/data")}))
+    assert "no/such/data" in info.value.message
+    with pytest.raises(InvalidRequest) as info:
+        backend.submit(request_for(script, arguments=["--x", "{outputs.nope}"]))
+    assert "{outputs.nope}" in info.value.message
+
+
+def test_registry_and_metric_parsing(storage_env):
+    assert isinstance(get_backend("local"), LocalBackend)
+    assert get_backend("local") is get_backend("local")
+    from shared.errors import ComputeError
+    with pytest.raises(ComputeError):
+        get_backend("quantum")
+    text = '{"name": "a", "value": 1}\nnot json\n{"a": 2, "b": true, "c": [3, 4]}\n[1]\n{"d": NaN}\n'
+    assert parse_metrics(text) == {"a": [1, 2], "c": [3, 4]}
