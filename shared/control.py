@@ -31,7 +31,7 @@ def health() -> dict:
 
 
 def list_datastores() -> list[dict]:
-    return _list_datastores()
+    return [datastore.to_api() for datastore in _list_datastores()]
 
 
 # --- pipelines --------------------------------------------------------------------------------

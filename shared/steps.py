@@ -19,10 +19,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from shared.compute import get_backend
-from shared.compute.base import DataRef, JobStatus, StepJobRequest
+from shared.compute.base import DataRef, JobHandle, JobStatus, StepJobRequest
 from shared.datastore import get_datastore
 from shared.errors import InvalidRequest, MlpipeError, NotFound
-from shared.fingerprint import compute_step_fingerprint, dataset_fingerprint, pipeline_data_fingerprint
+from shared.fingerprint import (compute_step_fingerprint, dataset_fingerprint, pipeline_data_fingerprint,
+                                step_settings)
 from shared.pipelines import PublishedPipeline, get_published
 from shared.redact import redact
 from shared.registry import PipelineRegistry
@@ -109,17 +110,9 @@ def _resolve_inputs(ctx: StepContext) -> tuple[dict[str, DataRef], dict[str, str
 
 
 def _fingerprint(ctx: StepContext, input_fingerprints: dict[str, str]):
-    step = ctx.step
-    settings = {
-        "script_name": step.script_name,
-        "arguments": substitute_arguments(step, ctx.run.ParameterAssignments),
-        "environment": step.environment,
-        "hash_paths": list(step.hash_paths),
-        "outputs": sorted(step.outputs),
-        "settings": step.settings,
-    }
-    source_hash = ctx.published.record.SourceSnapshots.get(step.name)
-    return compute_step_fingerprint(step.type, settings, source_hash, input_fingerprints)
+    settings = step_settings(ctx.step, ctx.run.ParameterAssignments)
+    source_hash = ctx.published.record.SourceSnapshots.get(ctx.step.name)
+    return compute_step_fingerprint(ctx.step.type, settings, source_hash, input_fingerprints)
 
 
 # --- reuse --------------------------------------------------------------------------------------
@@ -148,14 +141,13 @@ def _job_request(ctx: StepContext, inputs: dict[str, DataRef]) -> StepJobRequest
     step = ctx.step
     source_hash = ctx.published.record.SourceSnapshots.get(step.name)
     source_dir = PipelineRegistry().ensure_snapshot_local(source_hash) if source_hash else None
-    arguments = substitute_arguments(step, ctx.run.ParameterAssignments)
+    script = (source_dir / step.script_name) if (source_dir and step.script_name) else None
     return StepJobRequest(
-        run_id=ctx.run.Id, step_name=step.name, source_dir=source_dir,
-        script=(source_dir / step.script_name) if (source_dir and step.script_name) else None,
-        arguments=arguments, inputs=inputs,
+        run_id=ctx.run.Id, step_name=step.name, script=str(script or ""), source_dir=str(source_dir or ""),
+        arguments=substitute_arguments(step, ctx.run.ParameterAssignments), inputs=inputs,
         outputs={name: ctx.output_prefix(name) for name in step.outputs},
         environment={k: str(v) for k, v in (step.environment or {}).items() if not isinstance(v, (dict, list))},
-        compute=step.compute, compute_settings=_compute_settings(ctx), step_settings=dict(step.settings))
+        compute_name=step.compute, compute_settings=_compute_settings(ctx))
 
 
 def _compute_settings(ctx: StepContext) -> dict:
@@ -190,7 +182,8 @@ def _submit(ctx: StepContext, inputs: dict[str, DataRef], fingerprint: str, atte
     backend = get_backend(ctx.compute_type)
     handle = backend.submit(_job_request(ctx, inputs))
     record = StepRecord(Name=ctx.step.name, Status=StepStatus.RUNNING.value, Compute=ctx.step.compute,
-                        Fingerprint=fingerprint, StartTimeUtc=utc_now(), JobHandle=handle, Attempt=attempt)
+                        Fingerprint=fingerprint, StartTimeUtc=utc_now(), JobHandle=handle.to_dict(),
+                        Attempt=attempt)
     RunStore().put_step(ctx.run.Id, record)
     return _follow(ctx, record, backend.poll(handle, _wait_seconds(ctx)))
 
@@ -202,7 +195,7 @@ def poll_step(run_id: str, step_name: str, handle: dict) -> dict:
     ctx = _load(run_id, step_name)
     record = existing or StepRecord(Name=step_name, Status=StepStatus.RUNNING.value, JobHandle=handle)
     backend = get_backend(ctx.compute_type)
-    return _follow(ctx, record, backend.poll(handle, _wait_seconds(ctx)))
+    return _follow(ctx, record, backend.poll(JobHandle.from_dict(handle), _wait_seconds(ctx)))
 
 
 def _follow(ctx: StepContext, record: StepRecord, status: JobStatus) -> dict:
