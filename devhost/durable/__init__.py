@@ -1,0 +1,1 @@
+"""A local Durable Functions backend: SQLite task hub, replay through the real Python SDK."""

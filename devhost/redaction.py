@@ -1,0 +1,50 @@
+"""Keep secrets out of logs: the function key, the RPC secret and any `code=` query value."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+_CODE_QUERY = re.compile(r"(?i)([?&]code=)[^&\s\"']+")
+_USERINFO = re.compile(r"(https?://)[^/@\s:]+:[^/@\s]+@")
+
+
+class Redactor:
+    def __init__(self) -> None:
+        self._secrets: list[str] = []
+
+    def add(self, *values: str) -> None:
+        for value in values:
+            if value and value not in self._secrets:
+                self._secrets.append(value)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        text = _CODE_QUERY.sub(r"\1***", text)
+        return _USERINFO.sub(r"\1***@", text)
+
+
+REDACT = Redactor()
+
+
+class RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        record.msg = REDACT(message)
+        record.args = None
+        if record.exc_text:
+            record.exc_text = REDACT(record.exc_text)
+        return True
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
