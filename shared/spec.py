@@ -539,6 +539,30 @@ def parse_definition(data: Any, base_dir: Path | None = None) -> PipelineDefinit
     return definition
 
 
+class _DefinitionLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys (PyYAML silently keeps the last one) and reads
+    YAML 1.2 floats: plain PyYAML (YAML 1.1) loads `learning_rate: 1e-3` as the *string* "1e-3",
+    which would make the parameter a str."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_DefinitionLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def _read_definition_file(path: Path) -> Any:
     text = path.read_text(encoding="utf-8-sig")
     if text.lstrip().startswith("{"):
@@ -547,7 +571,11 @@ def _read_definition_file(path: Path) -> Any:
         except json.JSONDecodeError as exc:
             raise InvalidRequest(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_DefinitionLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise InvalidRequest(f"{path}: invalid YAML{where}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise InvalidRequest(f"{path}: invalid YAML: {exc}".replace("\n", " ")) from None
 

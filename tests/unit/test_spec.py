@@ -479,3 +479,27 @@ def test_schema_describes_steps():
     step = schema["$defs"]["StepSpec"]
     assert step["additionalProperties"] is False
     assert {"name", "inputs", "outputs", "allow_reuse"} <= set(step["properties"])
+
+
+def test_yaml_duplicate_keys_rejected_with_line(tmp_path):
+    path = tmp_path / "pipeline.yaml"
+    path.write_text("name: a\nname: b\nsteps: []\n")
+    with pytest.raises(InvalidRequest) as caught:
+        load_definition(path)
+    assert caught.value.message == f"{path}: invalid YAML at line 2 column 1: duplicate key 'name'"
+
+
+def test_yaml_exponent_floats_are_numbers(tmp_path):
+    path = tmp_path / "pipeline.yaml"
+    path.write_text("name: p\nparameters: {lr: 1e-3, n: 3, s: '1e-3'}\nsteps: [{name: a, script_name: a.py}]\n")
+    (tmp_path / "a.py").write_text("")
+    defn, _ = load_definition(path)
+    assert defn.parameters == {"lr": 0.001, "n": 3, "s": "1e-3"}
+    assert type(defn.parameters["lr"]) is float
+
+
+def test_model_dump_round_trips():
+    defn = parse_definition(IRIS)
+    again = parse_definition(json.loads(json.dumps(defn.model_dump(mode="json"))))
+    assert again == defn
+    assert again.computes["cpu-cluster"].settings == {"vm_size": "STANDARD_D2_V2"}
