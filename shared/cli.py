@@ -129,6 +129,29 @@ def cmd_runs(args) -> int:
         print(client.get_step_logs(args.run_id, args.step), end="")
     elif args.runs_command == "fingerprint":
         _emit(args, client.get_step_fingerprint(args.run_id, args.step))
+    elif args.runs_command == "explain":
+        return _explain(client, args)
+    return EXIT_OK
+
+
+def _explain(client: PipelineClient, args) -> int:
+    """Which fingerprint ingredient of STEP differs between two runs (API.md section 5)."""
+    from shared.fingerprint import diff_ingredients
+
+    step = next(item for item in client.get_run(args.run_id)["Steps"] if item["Name"] == args.step)
+    other = args.against or step.get("ReusedFromRunId")
+    if not other:
+        raise InvalidRequest("--against: name the run to compare with (the step was not reused from one)")
+    differences = diff_ingredients(client.get_step_fingerprint(other, args.step),
+                                   client.get_step_fingerprint(args.run_id, args.step))
+    if args.output == "json":
+        _emit(args, {"step": args.step, "run": args.run_id, "against": other, "differences": differences})
+    elif differences:
+        print(f"{args.step}: {len(differences)} ingredient(s) differ from run {other}:")
+        for line in differences:
+            print(f"  {line}")
+    else:
+        print(f"{args.step}: same fingerprint as in run {other} (so it can be reused)")
     return EXIT_OK
 
 
@@ -223,10 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("show",):
         sub = runs_commands.add_parser(name)
         sub.add_argument("run_id")
-    for name in ("logs", "fingerprint"):
+    for name in ("logs", "fingerprint", "explain"):
         sub = runs_commands.add_parser(name)
         sub.add_argument("run_id")
         sub.add_argument("step")
+    runs_commands.choices["explain"].add_argument(
+        "--against", metavar="RUN_ID", help="the run to compare with (default: the run it was reused from)")
     for sub in runs_commands.choices.values():
         _add_host_options(sub)
     runs.set_defaults(handler=cmd_runs)
