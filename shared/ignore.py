@@ -9,6 +9,9 @@ Semantics (as Azure ML snapshots and git):
 - An ignored folder is not entered at all, so nothing below it can be re-included (git's rule).
 - `.git`, `.mlpipe` and `__pycache__` folders are always left out: they change without the
   source changing (commits, mlpipe's own caches, bytecode) and would defeat reuse.
+- Only ignore files inside the source directory count, not those of folders above it (git
+  would apply them): the snapshot must hash the same on the user's machine and on the host,
+  which receives the source directory alone (in a package zip or a snapshot zip).
 """
 
 from __future__ import annotations

@@ -240,16 +240,22 @@ def hash_directory(directory: str | Path, cache_path: str | Path | None = None) 
 # Deterministic zip
 
 
-def zip_snapshot(directory: str | Path, snapshot: SourceSnapshot, destination: str | Path | BinaryIO) -> Path | None:
+def zip_snapshot(
+    directory: str | Path, snapshot: SourceSnapshot, destination: str | Path | BinaryIO | None = None
+) -> Path | None:
     """Write the snapshot's files into a deterministic zip (sorted names, fixed timestamps and
     modes), streaming each file. `destination` is a path (written to a temp file beside it, then
-    renamed: never a partial zip under the final name; returns the path) or a binary stream
-    (returns None).
+    renamed: never a partial zip under the final name; returns the path), a binary stream
+    (returns None), or None: a new temporary file whose path is returned (the caller deletes it).
 
     Every file is hashed again while it is copied; if one changed since the snapshot was taken
     the zip would not match its content-addressed name, so Conflict is raised instead.
     """
-    if not isinstance(destination, (str, Path)):
+    if destination is None:
+        handle, temp_name = tempfile.mkstemp(prefix=f"snapshot-{snapshot.hash[:16]}-", suffix=".zip")
+        os.close(handle)
+        destination = temp_name
+    elif not isinstance(destination, (str, Path)):
         _write_zip(Path(directory), snapshot, destination)
         return None
     destination = Path(destination)

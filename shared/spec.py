@@ -328,11 +328,12 @@ def _local_path_problem(relative: str, base_dir: Path | None, root: Path | None 
     return None
 
 
-def _step_problems(step: StepSpec, definition: PipelineDefinition, base_dir: Path | None) -> list[str]:
+def _step_problems(
+    step: StepSpec, definition: PipelineDefinition, steps_by_name: Mapping[str, StepSpec], base_dir: Path | None
+) -> list[str]:
     where = f"steps[{step.name}]"
     problems: list[str] = []
-    names = set(definition.step_names)
-    steps_by_name = {s.name: s for s in definition.steps}
+    names = steps_by_name
 
     if step.compute != BUILTIN_COMPUTE and step.compute not in definition.computes:
         problems.append(f"{where}.compute: unknown compute '{step.compute}'")
@@ -439,8 +440,9 @@ def _semantic_problems(definition: PipelineDefinition, base_dir: Path | None) ->
             problems.append(f"steps[{index}].name: 'datasets' is reserved (inputs use datasets.NAME)")
     if problems and len(seen) != len(definition.steps):
         return problems  # references are ambiguous with duplicate names
+    steps_by_name = {step.name: step for step in definition.steps}
     for step in definition.steps:
-        problems += _step_problems(step, definition, base_dir)
+        problems += _step_problems(step, definition, steps_by_name, base_dir)
     if not problems:
         cycle = _cycle_problem(definition)
         if cycle:

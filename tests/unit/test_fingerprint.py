@@ -361,3 +361,19 @@ def test_canonical_json_is_stable():
     assert canonical_json({"b": 1, "a": [1.5, "é"]}) == '{"a":[1.5,"\\u00e9"],"b":1}'
     with pytest.raises(ValueError):
         canonical_json(float("nan"))
+
+
+def test_zip_to_a_new_temporary_file(source):
+    snapshot = SourceHasher().hash_directory(source)
+    path = zip_snapshot(source, snapshot)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            assert archive.namelist() == ["lib/util.py", "prep.py"]
+    finally:
+        path.unlink()
+
+
+def test_parent_ignore_files_do_not_apply(tmp_path):
+    (tmp_path / ".gitignore").write_text("*.py\n")
+    root = write(tmp_path / "src", {"a.py": ""})
+    assert paths(SourceHasher().hash_directory(root)) == ["a.py"]
