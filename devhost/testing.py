@@ -1,0 +1,118 @@
+"""Run the devhost as a subprocess, for integration tests and benchmarks.
+
+    with start_host(app_root, env={"AzureWebJobsStorage": conn}, data_dir=tmp / "data") as host:
+        requests.get(f"{host.url}/api/x", headers={"x-functions-key": host.key})
+        host.kill()       # SIGKILL the whole process group (crash test)
+    host = start_host(app_root, env, data_dir=same_dir)  # restart on the same task hub
+
+The host runs in its own process group; output goes to a log file (`.output()`), so a chatty host
+can never block on a full pipe.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .azurite import free_port
+from .host import READY_MESSAGE
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class HostStartError(RuntimeError):
+    pass
+
+
+class HostProcess:
+    def __init__(self, process: subprocess.Popen, port: int, key: str, data_dir: Path, log_path: Path):
+        self.process = process
+        self.port = port
+        self.key = key
+        self.data_dir = data_dir
+        self.log_path = log_path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"x-functions-key": self.key}
+
+    def output(self) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the host and everything it started (simulates a crash)."""
+        if self.alive():
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait()
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM (graceful stop); SIGKILL if it does not exit within `timeout`. Returns the exit code."""
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode
+
+    def __enter__(self) -> "HostProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def start_host(app_root: Path | str, env: dict[str, str] | None = None, port: int | None = None,
+               data_dir: Path | str | None = None, *, function_key: str | None = None,
+               timeout: float = 30.0, extra_args: list[str] | None = None) -> HostProcess:
+    """Launch `python -m devhost` for `app_root` and wait for its ready line.
+
+    `env` is added on top of the current environment. The function key is `function_key`, else
+    env's MLPIPE_FUNCTION_KEY, else a random one; `data_dir` defaults to a new temporary folder.
+    """
+    app_root = Path(app_root).resolve()
+    port = port or free_port()
+    data_dir = Path(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="devhost-"))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    full_env = {**os.environ, **(env or {})}
+    key = function_key or full_env.get("MLPIPE_FUNCTION_KEY") or os.urandom(16).hex()
+    full_env["MLPIPE_FUNCTION_KEY"] = key
+    full_env["MLPIPE_DATA_DIR"] = str(data_dir)
+    full_env["PYTHONUNBUFFERED"] = "1"
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), full_env.get("PYTHONPATH")]))
+    log_path = data_dir / f"host-{port}-{int(time.time() * 1000)}.log"
+    log = open(log_path, "wb")
+    command = [sys.executable, "-m", "devhost", "--port", str(port), "--app-root", str(app_root), *(extra_args or [])]
+    process = subprocess.Popen(command, cwd=str(app_root), env=full_env, stdout=log, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, start_new_session=True)
+    log.close()
+    host = HostProcess(process, port, key, data_dir, log_path)
+    ready = READY_MESSAGE.format(port=port)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready in host.output():
+            return host
+        if not host.alive():
+            raise HostStartError(f"devhost exited with code {process.returncode} before it was ready:\n"
+                                 f"{host.output()}")
+        time.sleep(0.05)
+    host.kill()
+    raise HostStartError(f"devhost was not ready within {timeout:.0f}s:\n{host.output()}")

@@ -1,0 +1,139 @@
+"""Every orchestration pattern end to end: HTTP starter -> durable client -> engine -> SDK replay."""
+
+import json
+import time
+import uuid
+
+import requests
+
+
+def test_sequence(api):
+    status = api.run("sequence", ["Tokyo", "Seattle"])
+    assert status["runtimeStatus"] == "Completed"
+    assert status["output"] == ["Hello Tokyo", "Hello Seattle"]
+    assert json.loads(status["input"]) == ["Tokyo", "Seattle"]  # input is JSON text, as the extension reports
+
+
+def test_check_status_response_shape(host, api):
+    r = api.start("sequence", ["a"])
+    assert r.status_code == 202
+    body = r.json()
+    assert r.headers["Location"] == body["statusQueryGetUri"]
+    assert body["statusQueryGetUri"].startswith(f"{host.url}/runtime/webhooks/durabletask/instances/{body['id']}")
+    api.wait(body["id"])
+    direct = requests.get(body["statusQueryGetUri"], timeout=10)
+    assert direct.status_code == 200 and direct.json()["runtimeStatus"] == "Completed"
+
+
+def test_fan_out_fan_in(api, sample_out):
+    name = f"fan-{uuid.uuid4().hex}.txt"
+    status = api.run("fan_out", {"n": 25, "file": name})
+    assert status["runtimeStatus"] == "Completed" and status["output"] == 25
+    lines = (sample_out / name).read_text().split()
+    assert sorted(map(int, lines)) == list(range(25))
+
+
+def test_task_any_loop_with_timers_and_custom_status(api):
+    status = api.run("any_loop", {"a": 2, "b": 0, "c": 3})
+    assert status["runtimeStatus"] == "Completed"
+    assert status["output"] == ["a", "b", "c"]
+    assert status["customStatus"] == {"finished": ["a", "b"]}
+
+
+def test_durable_timer(api):
+    status = api.run("timer_orch")
+    assert status["runtimeStatus"] == "Completed"
+    assert 1.0 <= status["output"] < 3.0
+
+
+def test_retry_succeeds_after_failures(api):
+    key = uuid.uuid4().hex
+    status = api.run("retry_orch", {"key": key, "succeed_on": 3})
+    assert status["output"] == {"ok": "succeeded on attempt 3"}
+
+
+def test_retry_gives_up(api, sample_out):
+    key = uuid.uuid4().hex
+    status = api.run("retry_orch", {"key": key, "succeed_on": 99})
+    assert "attempt 3 failed" in status["output"]["failed"]
+    assert (sample_out / f"flaky-{key}.txt").read_text() == "3"
+
+
+def test_sub_orchestrations(api):
+    status = api.run("parent_orch")
+    assert status["output"] == {"child": ["Hello x", "Hello y"], "failed_child": True}
+
+
+def test_external_event(api):
+    instance = f"evt-{uuid.uuid4().hex}"
+    assert api.start("wait_event", instance_id=instance).status_code == 202
+    r = api.session.post(f"{api.host.url}/api/raise/{instance}/approve", json={"by": "alice"}, timeout=10)
+    assert r.status_code == 202
+    status = api.wait(instance)
+    # Like the real extension, the Python SDK's double encoding delivers the event as JSON text
+    assert json.loads(status["output"]["approved"]) == {"by": "alice"}
+
+
+def test_failing_activity_fails_the_orchestration(api):
+    status = api.run("failing")
+    assert status["runtimeStatus"] == "Failed"
+    assert status["output"].startswith("Orchestrator function 'failing' failed: Activity function 'fail_activity' "
+                                       "failed: ValueError: boom")
+
+
+def test_caught_activity_failure(api):
+    status = api.run("catching")
+    assert status["runtimeStatus"] == "Completed"
+    assert "ValueError: caught" in status["output"]["caught"]
+
+
+def test_continue_as_new(api):
+    status = api.run("counter", 0)
+    assert status["runtimeStatus"] == "Completed" and status["output"] == 3
+    assert status["input"] == "3"
+
+
+def test_terminate(api):
+    instance = f"term-{uuid.uuid4().hex}"
+    api.start("wait_event", instance_id=instance)
+    r = api.session.post(f"{api.host.url}/api/terminate/{instance}", params={"reason": "enough"}, timeout=10)
+    assert r.status_code == 202
+    status = api.wait(instance)
+    assert status["runtimeStatus"] == "Terminated" and status["output"] == "enough"
+    # terminating a finished instance is a no-op (410 Gone is accepted by the SDK)
+    assert api.session.post(f"{api.host.url}/api/terminate/{instance}", timeout=10).status_code == 202
+
+
+def test_duplicate_start_of_running_instance(api):
+    instance = f"dup-{uuid.uuid4().hex}"
+    assert api.start("wait_event", instance_id=instance).status_code == 202
+    second = api.start("wait_event", instance_id=instance)
+    assert second.status_code == 500  # the SDK raises: 409 "already exists" from the extension API
+    listed = api.session.get(f"{api.host.url}/api/instances", params={"status": "Running,Pending"}, timeout=10).json()
+    assert [i["id"] for i in listed].count(instance) == 1
+    api.session.post(f"{api.host.url}/api/raise/{instance}/approve", json=1, timeout=10)
+    assert api.wait(instance)["runtimeStatus"] == "Completed"
+    # once finished, the same id may be started again
+    assert api.start("sequence", ["again"], instance_id=instance).status_code == 202
+    assert api.wait(instance)["output"] == ["Hello again"]
+
+
+def test_unknown_orchestrator(api):
+    r = api.start("no_such_orchestrator")
+    assert r.status_code == 500
+
+
+def test_status_of_unknown_instance_and_history(api):
+    assert api.status("does-not-exist") == {"found": False}
+    r = api.start("sequence", ["h"])
+    status = api.wait(r.json()["id"], history=True)
+    kinds = [e["EventType"] for e in status["history"]]
+    assert kinds == ["ExecutionStarted", "TaskScheduled", "TaskCompleted", "ExecutionCompleted"]
+
+
+def test_purge(api):
+    r = api.start("sequence", ["p"])
+    instance = r.json()["id"]
+    api.wait(instance)
+    assert api.session.delete(f"{api.host.url}/api/purge/{instance}", timeout=10).json() == {"deleted": 1}
+    assert api.status(instance) == {"found": False}
