@@ -81,7 +81,10 @@ def publish_package(data: bytes, *, name: str | None, description: str | None, v
     workspace = Path(tempfile.mkdtemp(dir=scratch, prefix="publish-"))
     try:
         definition_file = extract_package(data, workspace)
-        definition, base_dir = load_definition(definition_file)
+        try:
+            definition, base_dir = load_definition(definition_file)
+        except InvalidRequest as error:  # name the file as the package does, not our scratch path
+            raise InvalidRequest(error.message.replace(str(definition_file), "pipeline.yaml")) from None
         record = publish_directory(definition, base_dir, name=name or definition.name,
                                    description=description if description is not None else definition.description,
                                    version=version, private=private)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from shared.client import PipelineClient
 from shared.settings import reset_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # itest_pipelines (importlib import mode)
 TEST_KEY = "test-key-" + secrets.token_hex(8)
 
 

@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from pipelines import publish, step, write_pipeline
+from itest_pipelines import publish, publish_unchecked, step, write_pipeline
 from shared.client import ApiError, PipelineClient
 
 pytestmark = pytest.mark.integration
@@ -58,8 +58,10 @@ def test_invalid_definition_is_400_naming_step_and_field(client, tmp_path):
     before = len(client.list_pipelines("All"))
     definition = {"name": "broken", "parameters": {"marker_dir": "x"},
                   "steps": [step("train", inputs={"clean": "prepp.clean"})]}
-    error = error_of(lambda: publish(client, write_pipeline(tmp_path / "p", definition)))
+    write_pipeline(tmp_path / "p", definition)
+    error = error_of(lambda: publish_unchecked(client, tmp_path / "p"))
     assert error.status == 400 and error.code == "InvalidRequest"
+    assert error.api_message.startswith("pipeline.yaml: ")  # no server paths in errors
     assert "steps[train].inputs.clean" in error.api_message and "prepp" in error.api_message
     assert len(client.list_pipelines("All")) == before
 
@@ -68,7 +70,8 @@ def test_cycle_is_rejected(client, tmp_path):
     definition = {"name": "cycle", "parameters": {"marker_dir": "x"},
                   "steps": [step("a", inputs={"x": "b.out"}, outputs=["out"]),
                             step("b", inputs={"x": "a.out"}, outputs=["out"])]}
-    error = error_of(lambda: publish(client, write_pipeline(tmp_path / "p", definition)))
+    write_pipeline(tmp_path / "p", definition)
+    error = error_of(lambda: publish_unchecked(client, tmp_path / "p"))
     assert error.status == 400 and "cycle" in error.api_message.lower()
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from devhost.testing import start_host
-from pipelines import publish, run_count, step, write_pipeline
+from itest_pipelines import publish, run_count, step, write_pipeline
 from shared.client import PipelineClient
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import publish, run_count, step, write_pipeline
+from itest_pipelines import publish, run_count, step, write_pipeline
 from shared.datastore import get_datastore
 
 pytestmark = pytest.mark.integration
