@@ -39,7 +39,7 @@ __all__ = ["FileEntry", "SourceHasher", "SourceSnapshot", "hash_directory", "sha
 SNAPSHOT_FORMAT = b"mlpipe-source-v1\n"
 READ_SIZE = 1 << 20  # 1 MiB reads: few syscalls, and hashlib releases the GIL for each update
 ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)  # the earliest zip date: fixed so equal trees zip equally
-ZIP_FILE_MODE = 0o644 << 16
+ZIP_FILE_MODE, ZIP_EXECUTABLE_MODE = 0o644, 0o755  # only the executable bit is kept
 ZIP_UNIX_SYSTEM = 3
 
 
@@ -243,8 +243,8 @@ def hash_directory(directory: str | Path, cache_path: str | Path | None = None) 
 def zip_snapshot(
     directory: str | Path, snapshot: SourceSnapshot, destination: str | Path | BinaryIO | None = None
 ) -> Path | None:
-    """Write the snapshot's files into a deterministic zip (sorted names, fixed timestamps and
-    modes), streaming each file. `destination` is a path (written to a temp file beside it, then
+    """Write the snapshot's files into a deterministic zip (sorted names, fixed timestamps, modes
+    0644 or 0755 after the file's executable bit), streaming each file. `destination` is a path (written to a temp file beside it, then
     renamed: never a partial zip under the final name; returns the path), a binary stream
     (returns None), or None: a new temporary file whose path is returned (the caller deletes it).
 
@@ -278,14 +278,14 @@ def _write_zip(directory: Path, snapshot: SourceSnapshot, stream: BinaryIO) -> N
         for entry in sorted(snapshot.files):
             info = zipfile.ZipInfo(entry.path, date_time=ZIP_TIMESTAMP)
             info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = ZIP_FILE_MODE
             info.create_system = ZIP_UNIX_SYSTEM
             digest = hashlib.sha256()
-            with open(directory / entry.path, "rb", buffering=0) as source, archive.open(
-                info, "w", force_zip64=entry.size >= zipfile.ZIP64_LIMIT
-            ) as target:
-                while count := source.readinto(buffer):
-                    digest.update(view[:count])
-                    target.write(view[:count])
+            with open(directory / entry.path, "rb", buffering=0) as source:
+                executable = os.fstat(source.fileno()).st_mode & 0o111
+                info.external_attr = (ZIP_EXECUTABLE_MODE if executable else ZIP_FILE_MODE) << 16
+                with archive.open(info, "w", force_zip64=entry.size >= zipfile.ZIP64_LIMIT) as target:
+                    while count := source.readinto(buffer):
+                        digest.update(view[:count])
+                        target.write(view[:count])
             if digest.hexdigest() != entry.sha256:
                 raise Conflict(f"'{entry.path}' changed while its source snapshot was being zipped; try again")

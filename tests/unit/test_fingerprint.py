@@ -377,3 +377,11 @@ def test_parent_ignore_files_do_not_apply(tmp_path):
     (tmp_path / ".gitignore").write_text("*.py\n")
     root = write(tmp_path / "src", {"a.py": ""})
     assert paths(SourceHasher().hash_directory(root)) == ["a.py"]
+
+
+def test_zip_keeps_only_the_executable_bit(source, tmp_path):
+    os.chmod(source / "prep.py", 0o700)
+    snapshot = SourceHasher().hash_directory(source)
+    with zipfile.ZipFile(zip_snapshot(source, snapshot, tmp_path / "s.zip")) as archive:
+        modes = {info.filename: info.external_attr >> 16 for info in archive.infolist()}
+    assert modes == {"lib/util.py": 0o644, "prep.py": 0o755}
