@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         dropped = drop_page_cache()
         cached_after_drop = cached_kb()
         seconds = timed(lambda: raw_read(files, workers))
-        rows.append(("raw read floor, cold (%d threads, no hashing)" % workers, f"{total_mb / seconds:,.0f} MB/s", f"{seconds:.2f} s"))
+        rows.append((f"raw read floor, cold ({workers} threads, no hashing)", f"{total_mb / seconds:,.0f} MB/s",
+                     f"{seconds:.2f} s"))
         seconds = timed(lambda: raw_read(files, workers))
         rows.append(("raw read, page cache", f"{total_mb / seconds:,.0f} MB/s", f"{seconds:.2f} s"))
         rows.append(("sha256 in memory, 1 thread", f"{hashlib_in_memory(1):,.0f} MB/s", ""))
@@ -129,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((f"**snapshot {total_mb:,.0f} MB / {args.files} files, cold** (target >= 500)",
                      f"**{total_mb / seconds:,.0f} MB/s**", f"{seconds:.2f} s"))
         seconds = timed(lambda: SourceHasher(None).hash_directory(big))
-        rows.append(("snapshot same tree, page cache, no stat cache", f"{total_mb / seconds:,.0f} MB/s", f"{seconds:.2f} s"))
+        rows.append(("snapshot same tree, page cache, no stat cache", f"{total_mb / seconds:,.0f} MB/s",
+                     f"{seconds:.2f} s"))
         shutil.rmtree(big)
 
         small = scratch / "small"
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         warm_times = []
         for _ in range(5):
             hasher = SourceHasher(cache_path)  # new object: the cache is read from the SQLite file
-            warm_times.append(timed(lambda: hasher.hash_directory(small)))
+            warm_times.append(timed(lambda hasher=hasher: hasher.hash_directory(small)))
             assert hasher.cache.misses == 0, f"warm run missed {hasher.cache.misses} files"
         rows.append((f"**{args.small_files:,} files, warm** (target < 0.3 s; median of 5)",
                      f"**{statistics.median(warm_times):.3f} s**", f"best {min(warm_times):.3f} s"))

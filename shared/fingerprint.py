@@ -111,8 +111,10 @@ def compute_step_fingerprint(
         "inputs": {name: {"fingerprint": fp} for name, fp in sorted(input_fingerprints.items())},
     }
     if source_files is not None:
-        pairs = source_files.items() if isinstance(source_files, Mapping) else ((f.path, f.sha256) for f in source_files)
-        ingredients["source"]["files"] = dict(sorted(pairs))
+        if isinstance(source_files, Mapping):
+            ingredients["source"]["files"] = dict(sorted(source_files.items()))
+        else:
+            ingredients["source"]["files"] = {entry.path: entry.sha256 for entry in sorted(source_files)}
     return StepFingerprint(fingerprint_from_ingredients(ingredients), ingredients)
 
 
@@ -154,12 +156,14 @@ def diff_ingredients(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
         differences.append("version: changed")
     if a["kind"]["hash"] != b["kind"]["hash"]:
         differences.append("kind: changed")
-    differences += [f"settings.{k}: {c}" for k, c in _changes(_field(a["settings"], "hash"), _field(b["settings"], "hash"))]
+    settings = _changes(_field(a["settings"], "hash"), _field(b["settings"], "hash"))
+    differences += [f"settings.{key}: {change}" for key, change in settings]
     if a["source"].get("hash") != b["source"].get("hash"):
         old_files, new_files = a["source"].get("files"), b["source"].get("files")
         per_file = _changes(old_files, new_files) if old_files is not None and new_files is not None else []
-        differences += [f"source.files[{k}]: {c}" for k, c in per_file] or ["source: changed"]
-    differences += [f"inputs.{k}: {c}" for k, c in _changes(_field(a["inputs"], "fingerprint"), _field(b["inputs"], "fingerprint"))]
+        differences += [f"source.files[{key}]: {change}" for key, change in per_file] or ["source: changed"]
+    inputs = _changes(_field(a["inputs"], "fingerprint"), _field(b["inputs"], "fingerprint"))
+    differences += [f"inputs.{key}: {change}" for key, change in inputs]
     return differences
 
 

@@ -197,7 +197,8 @@ class SourceHasher:
         hashes = {}
         for relative in sorted(set(paths)):
             target = root / relative
-            hashes[relative] = self.hash_directory(target).hash if target.is_dir() else self.hash_file(target)
+            is_dir = target.is_dir()
+            hashes[relative] = self.hash_directory(target).hash if is_dir else self.hash_file(target)
         return hashes
 
     def _hash_files(self, found: list[_Found], label: str) -> list[FileEntry]:
@@ -244,9 +245,11 @@ def zip_snapshot(
     directory: str | Path, snapshot: SourceSnapshot, destination: str | Path | BinaryIO | None = None
 ) -> Path | None:
     """Write the snapshot's files into a deterministic zip (sorted names, fixed timestamps, modes
-    0644 or 0755 after the file's executable bit), streaming each file. `destination` is a path (written to a temp file beside it, then
-    renamed: never a partial zip under the final name; returns the path), a binary stream
-    (returns None), or None: a new temporary file whose path is returned (the caller deletes it).
+    0644 or 0755 after the file's executable bit), streaming each file.
+
+    `destination` is a path (written to a temp file beside it, then renamed: never a partial zip
+    under the final name; returns the path), a binary stream (returns None), or None: a new
+    temporary file whose path is returned (the caller deletes it).
 
     Every file is hashed again while it is copied; if one changed since the snapshot was taken
     the zip would not match its content-addressed name, so Conflict is raised instead.

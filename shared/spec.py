@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
@@ -88,7 +88,7 @@ def _type_name(value: Any) -> str:
 # A parameter default or a literal argument. In pydantic's smart union an exact type match wins,
 # so True stays a bool and "1" a string; the before-validator gives one clear message instead of
 # one per union member.
-ScalarValue = Annotated[Union[bool, int, float, str], BeforeValidator(_scalar_only)]
+ScalarValue = Annotated[bool | int | float | str, BeforeValidator(_scalar_only)]
 
 
 class _Model(BaseModel):
@@ -248,8 +248,8 @@ def substitute_arguments(
             continue
         known_only = {
             "parameters": parameters,
-            "inputs": inputs if inputs is not None else {n: "{inputs.%s}" % n for n in step.inputs},
-            "outputs": outputs if outputs is not None else {n: "{outputs.%s}" % n for n in step.outputs},
+            "inputs": inputs if inputs is not None else {n: f"{{inputs.{n}}}" for n in step.inputs},
+            "outputs": outputs if outputs is not None else {n: f"{{outputs.{n}}}" for n in step.outputs},
         }
         result.append(substitute(argument, **known_only))
     return result

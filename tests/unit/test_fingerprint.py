@@ -88,7 +88,9 @@ def test_nested_ignore_files_apply_below_their_folder_and_override(tmp_path):
             "local.txt": "", "x.tmp": "",
         },
     )
-    assert paths(SourceHasher().hash_directory(root)) == [".gitignore", "local.txt", "pkg/.gitignore", "pkg/important.tmp"]
+    assert paths(SourceHasher().hash_directory(root)) == [
+        ".gitignore", "local.txt", "pkg/.gitignore", "pkg/important.tmp"
+    ]
 
 
 def test_ignored_folder_cannot_be_reincluded(tmp_path):
