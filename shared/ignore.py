@@ -7,8 +7,9 @@ Semantics (as Azure ML snapshots and git):
   relative to the folder holding the file. A deeper file overrides a shallower one; within a file
   the last matching pattern wins; `!pattern` re-includes.
 - An ignored folder is not entered at all, so nothing below it can be re-included (git's rule).
-- `.git`, `.mlpipe` and `__pycache__` folders are always left out: they change without the
-  source changing (commits, mlpipe's own caches, bytecode) and would defeat reuse.
+- `.git`, `.mlpipe` and `__pycache__` are always left out (folders, and a `.git` file as in
+  submodules and worktrees): they change without the source changing (commits, mlpipe's own
+  caches, bytecode) and would defeat reuse.
 - Only ignore files inside the source directory count, not those of folders above it (git
   would apply them): the snapshot must hash the same on the user's machine and on the host,
   which receives the source directory alone (in a package zip or a snapshot zip).
@@ -21,10 +22,10 @@ from pathlib import Path
 
 import pathspec
 
-__all__ = ["ALWAYS_EXCLUDED_DIRS", "IGNORE_FILE_NAMES", "IgnoreRules"]
+__all__ = ["ALWAYS_EXCLUDED", "IGNORE_FILE_NAMES", "IgnoreRules", "read_ignore_file"]
 
 IGNORE_FILE_NAMES = (".amlignore", ".gitignore")  # first present one wins, per folder
-ALWAYS_EXCLUDED_DIRS = frozenset({".git", ".mlpipe", "__pycache__"})
+ALWAYS_EXCLUDED = frozenset({".git", ".mlpipe", "__pycache__"})  # folders, or files of that name
 
 
 def read_ignore_file(folder: Path) -> list[str] | None:
@@ -53,7 +54,7 @@ class IgnoreRules:
 
     def is_ignored(self, relative_path: str, is_dir: bool) -> bool:
         """Whether the POSIX path (relative to the root) is left out by the deepest rule matching it."""
-        if is_dir and relative_path.rsplit("/", 1)[-1] in ALWAYS_EXCLUDED_DIRS:
+        if relative_path.rsplit("/", 1)[-1] in ALWAYS_EXCLUDED:
             return True
         for prefix, spec in reversed(self.layers):
             if not relative_path.startswith(prefix):

@@ -67,7 +67,7 @@ def test_gitignore_is_honoured_and_git_folder_never_included(tmp_path):
         {
             ".gitignore": "*.log\n!keep.log\nbuild/\n/top.txt\n",
             "a.log": "", "keep.log": "", "build/out.bin": "", "sub/top.txt": "", "top.txt": "",
-            ".git/HEAD": "ref", "__pycache__/m.pyc": "", "main.py": "",
+            ".git/HEAD": "ref", "__pycache__/m.pyc": "", "main.py": "", "sub/.git": "gitdir: ../x",
         },
     )
     assert paths(SourceHasher().hash_directory(root)) == [".gitignore", "keep.log", "main.py", "sub/top.txt"]
