@@ -387,3 +387,26 @@ def test_zip_keeps_only_the_executable_bit(source, tmp_path):
     with zipfile.ZipFile(zip_snapshot(source, snapshot, tmp_path / "s.zip")) as archive:
         modes = {info.filename: info.external_attr >> 16 for info in archive.infolist()}
     assert modes == {"lib/util.py": 0o644, "prep.py": 0o755}
+
+
+def test_one_cache_file_serves_sibling_folders(tmp_path):
+    first = write(tmp_path / "src", {"a.py": "1"})
+    second = write(tmp_path / "src2", {"b.py": "2"})  # shares the "src" prefix as text
+    hasher(tmp_path).hash_directory(first)
+    hasher(tmp_path).hash_directory(second)  # must not forget src/a.py as "missing"
+    warm = hasher(tmp_path)
+    warm.hash_directory(first)
+    warm.hash_directory(second)
+    assert (warm.cache.hits, warm.cache.misses) == (2, 0)
+
+
+def test_stat_cache_remembers_only_settled_files(tmp_path):
+    from shared.stat_cache import RACY_WINDOW_NS, StatCache
+
+    path = write(tmp_path, {"f.txt": "x"}) / "f.txt"
+    st = path.stat()
+    cache = StatCache(None)
+    assert not cache.remember(str(path), st, "h", hashed_at_ns=st.st_ctime_ns + RACY_WINDOW_NS // 2)
+    assert cache.lookup(str(path), st) is None
+    assert cache.remember(str(path), st, "h", hashed_at_ns=st.st_ctime_ns + 2 * RACY_WINDOW_NS)
+    assert cache.lookup(str(path), st) == "h"
