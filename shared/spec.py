@@ -307,22 +307,25 @@ def _placeholder_problems(text: str, allowed: Mapping[str, Any], where: str) -> 
     return problems
 
 
-def _local_path_problem(relative: str, base_dir: Path | None, root: Path | None = None) -> str | None:
-    """Why `relative` (under root, default base_dir) is not a path inside base_dir, or None."""
+def _local_path_problem(
+    relative: str, boundary: Path | None, start: str = ".", boundary_name: str = "pipeline folder"
+) -> str | None:
+    """Why `relative` (taken from `start`, a folder below `boundary`) is not a path inside
+    `boundary`, or None. With `boundary` None only a lexical check is possible; with it, symlinks
+    are resolved and the path must exist."""
     if "\\" in relative:
         return f"path {relative!r} uses backslashes; use '/'"
     if relative.startswith("/") or re.match(r"^[A-Za-z]:", relative):
-        return f"path {relative!r} is absolute; it must be relative to the pipeline folder"
-    if base_dir is None:
-        # Lexical check only; the real one (symlinks resolved) happens when base_dir is known.
-        prefix = posixpath.normpath(posixpath.join(str(root or "."), relative))
-        if prefix == ".." or prefix.startswith("../"):
-            return f"path {relative!r} leaves the pipeline folder"
+        return f"path {relative!r} is absolute; it must be relative to the {boundary_name}"
+    if boundary is None:
+        lexical = posixpath.normpath(posixpath.join(start, relative))
+        if lexical == ".." or lexical.startswith("../"):
+            return f"path {relative!r} leaves the {boundary_name}"
         return None
-    base = base_dir.resolve()
-    target = ((root or base) / relative).resolve()
+    base = boundary.resolve()
+    target = (base / start / relative).resolve()
     if target != base and base not in target.parents:
-        return f"path {relative!r} leaves the pipeline folder"
+        return f"path {relative!r} leaves the {boundary_name}"
     if not target.exists():
         return f"path {relative!r} does not exist"
     return None
@@ -380,29 +383,26 @@ def _step_problems(
 
 
 def _step_path_problems(step: StepSpec, where: str, base_dir: Path | None) -> list[str]:
+    """source_directory inside the pipeline folder; hash_paths (relative to the source directory,
+    as in Azure ML) inside the pipeline folder; a python script inside its source directory,
+    because only the source directory is snapshotted and shipped."""
     problems: list[str] = []
-    source_ok = True
+    source = step.source_directory or "."
     if step.source_directory is not None:
         problem = _local_path_problem(step.source_directory, base_dir)
+        if not problem and base_dir is not None and not (base_dir / source).is_dir():
+            problem = f"path {source!r} is not a folder"
         if problem:
-            problems.append(f"{where}.source_directory: {problem}")
-            source_ok = False
-        elif base_dir is not None and not (base_dir / step.source_directory).is_dir():
-            problems.append(f"{where}.source_directory: path {step.source_directory!r} is not a folder")
-            source_ok = False
-    if not source_ok:
-        return problems
-    source_root = Path(step.source_directory or ".")
-    if base_dir is not None:
-        source_root = base_dir.resolve() / source_root
+            return [f"{where}.source_directory: {problem}"]
     for index, hash_path in enumerate(step.hash_paths):
-        problem = _local_path_problem(hash_path, base_dir, source_root)
+        problem = _local_path_problem(hash_path, base_dir, start=source)
         if problem:
             problems.append(f"{where}.hash_paths[{index}]: {problem}")
     if step.script_name and step.type == "python":
-        problem = _local_path_problem(step.script_name, base_dir, source_root)
+        source_root = base_dir / source if base_dir is not None else None
+        problem = _local_path_problem(step.script_name, source_root, boundary_name="source directory")
         if problem:
-            problems.append(f"{where}.script_name: {problem.replace('pipeline folder', 'source directory')}")
+            problems.append(f"{where}.script_name: {problem}")
     return problems
 
 

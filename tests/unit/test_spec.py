@@ -503,3 +503,21 @@ def test_model_dump_round_trips():
     again = parse_definition(json.loads(json.dumps(defn.model_dump(mode="json"))))
     assert again == defn
     assert again.computes["cpu-cluster"].settings == {"vm_size": "STANDARD_D2_V2"}
+
+
+def test_script_must_stay_in_source_directory(tmp_path):
+    make_sources(tmp_path)
+    (tmp_path / "other.py").write_text("")
+    assert problems(with_step(0, script_name="../other.py"), tmp_path) == [
+        "steps[prep].script_name: path '../other.py' leaves the source directory"
+    ]
+    assert problems(with_step(0, script_name="../other.py")) == [
+        "steps[prep].script_name: path '../other.py' leaves the source directory"
+    ]
+
+
+def test_source_directory_that_is_a_file(tmp_path):
+    make_sources(tmp_path)
+    assert problems(with_step(0, source_directory="src/prep.py"), tmp_path) == [
+        "steps[prep].source_directory: path 'src/prep.py' is not a folder"
+    ]
