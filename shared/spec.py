@@ -443,10 +443,9 @@ def _semantic_problems(definition: PipelineDefinition, base_dir: Path | None) ->
     steps_by_name = {step.name: step for step in definition.steps}
     for step in definition.steps:
         problems += _step_problems(step, definition, steps_by_name, base_dir)
-    if not problems:
-        cycle = _cycle_problem(definition)
-        if cycle:
-            problems.append(cycle)
+    cycle = _cycle_problem(definition)  # unknown references are ignored by find_cycle
+    if cycle:
+        problems.append(cycle)
     return problems
 
 

@@ -521,3 +521,11 @@ def test_source_directory_that_is_a_file(tmp_path):
     assert problems(with_step(0, source_directory="src/prep.py"), tmp_path) == [
         "steps[prep].source_directory: path 'src/prep.py' is not a folder"
     ]
+
+
+def test_cycle_reported_together_with_other_problems():
+    data = with_step(0, inputs={"raw": "datasets.raw", "model": "train.model"}, compute="gpu")
+    assert problems(data) == [
+        "steps[prep].compute: unknown compute 'gpu'",
+        "steps[train].inputs.clean: dependency cycle prep -> train -> prep",
+    ]
