@@ -289,6 +289,8 @@ class RunStore:
     def list_runs(self, experiment: str | None = None, status: str | None = None,
                   pipeline_id: str | None = None, top: int = 100) -> list[RunRecord]:
         """Runs newest first (without Steps), filtered on the index's metadata; at most `top`."""
+        if top <= 0:
+            return []
         container = self._container()
         wanted: list[str] = []
         with translate_storage_errors("run index"):

@@ -146,7 +146,8 @@ def translate_storage_errors(what: str) -> Iterator[None]:
 
 
 def _error_code(exc: HttpResponseError) -> str:
-    return str(getattr(exc, "error_code", None) or "")
+    code = getattr(exc, "error_code", None) or ""
+    return str(getattr(code, "value", code))  # the SDK hands out a StorageErrorCode enum or a str
 
 
 T = TypeVar("T")

@@ -13,6 +13,7 @@ exit status are gone), so poll kills what is left of it and answers Lost.
 
 from __future__ import annotations
 
+import _thread
 import collections
 import os
 import shutil
@@ -49,7 +50,8 @@ class _LocalJob:
     work_dir: Path
     output_dirs: dict[str, Path]
     stderr_tail: collections.deque
-    stderr_pump: threading.Thread
+    stderr_done: threading.Event  # the stderr pump has copied everything into the log
+    exited: threading.Event  # set by a waiter thread the moment the script's process ends
     deadline: Optional[float]
     canceled: bool = False
     timed_out: bool = False
@@ -98,15 +100,15 @@ class LocalBackend:
                 start_new_session=True,  # its own process group: cancel reaches its children too
             )
         tail: collections.deque = collections.deque(maxlen=STDERR_TAIL_LINES)
-        pump = threading.Thread(target=_pump_stderr, args=(process.stderr, log_path, tail),
-                                name=f"mlpipe-stderr-{request.step_name}", daemon=True)
-        pump.start()
+        stderr_done, exited = threading.Event(), threading.Event()
+        _start_helper(_pump_stderr, process.stderr, log_path, tail, stderr_done)
+        _start_helper(_wait_for_exit, process, exited)
         handle = JobHandle(backend=BACKEND_NAME, id=handle_id, data={
             "pid": process.pid, "pgid": process.pid, "boot": _BOOT_ID, "workDir": str(work_dir),
             "runId": request.run_id, "step": request.step_name,
         })
         deadline = time.monotonic() + request.timeout_seconds if request.timeout_seconds else None
-        job = _LocalJob(handle, request, process, work_dir, output_dirs, tail, pump, deadline)
+        job = _LocalJob(handle, request, process, work_dir, output_dirs, tail, stderr_done, exited, deadline)
         with _jobs_lock:
             _jobs[handle_id] = job
             _jobs_by_step[(request.run_id, request.step_name)] = handle_id
@@ -115,7 +117,7 @@ class LocalBackend:
     def _stop_previous_attempt(self, run_id: str, step: str) -> None:
         """A re-submitted step (activity retried) must not race its earlier process for the folder."""
         previous = _jobs.get(_jobs_by_step.get((run_id, step), ""))
-        if previous is not None and previous.process.poll() is None:
+        if previous is not None and not previous.exited.is_set():
             self.cancel(previous.handle)
 
     # ----- poll ----------------------------------------------------------------------------
@@ -130,14 +132,12 @@ class LocalBackend:
         timeout = max(0.0, wait_seconds)
         if job.deadline is not None:
             timeout = min(timeout, max(0.0, job.deadline - time.monotonic()))
-        try:
-            job.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        if not job.exited.wait(timeout):
             if job.deadline is None or time.monotonic() < job.deadline:
                 return JobStatus(state="Running")
             job.timed_out = True
             _kill_group(job.process.pid, signal.SIGKILL)
-            job.process.wait()
+            job.exited.wait()
         return self._finish(job)
 
     def _finish(self, job: _LocalJob) -> JobStatus:
@@ -148,7 +148,7 @@ class LocalBackend:
                 return job.final
             # Whatever outlived the script in its group is not ours to keep (and may hold stderr open).
             _kill_group(job.process.pid, signal.SIGKILL)
-            job.stderr_pump.join(timeout=5)
+            job.stderr_done.wait(timeout=5)
             code = job.process.returncode
             metrics = _read_metrics(job.work_dir / "metrics.jsonl")
             if job.canceled:
@@ -173,16 +173,13 @@ class LocalBackend:
         if job is None:
             _give_up_foreign_job(handle)
             return
-        if job.process.poll() is not None:
+        if job.exited.is_set():
             return
         job.canceled = True
         _kill_group(job.process.pid, signal.SIGTERM)
-        try:
-            job.process.wait(timeout=self.cancel_grace_seconds)
-        except subprocess.TimeoutExpired:
-            pass
+        job.exited.wait(self.cancel_grace_seconds)
         _kill_group(job.process.pid, signal.SIGKILL)  # the leader or children that ignored SIGTERM
-        job.process.wait()
+        job.exited.wait()
 
     def fetch_logs(self, handle: JobHandle) -> str:
         """The log so far: the local file while this host has it, else the uploaded copy."""
@@ -237,12 +234,31 @@ def _child_environment(request: StepJobRequest, work_dir: Path, handle_id: str) 
     return env
 
 
-def _pump_stderr(stream, log_path: Path, tail: collections.deque) -> None:
+def _start_helper(function, *args) -> None:
+    """Run `function(*args)` on a new thread without waiting for it to be scheduled.
+
+    threading.Thread.start() blocks until the thread runs; right after a fork/exec, with the new
+    interpreter competing for the CPU, that wait cost milliseconds per step. These helpers need
+    no join (they signal Events), so the low-level start is enough.
+    """
+    _thread.start_new_thread(function, args)
+
+
+def _wait_for_exit(process: subprocess.Popen, exited: threading.Event) -> None:
+    """Block in waitpid so poll() learns of the exit at once (Popen.wait(timeout) sleeps in steps)."""
+    process.wait()
+    exited.set()
+
+
+def _pump_stderr(stream, log_path: Path, tail: collections.deque, done: threading.Event) -> None:
     """Copy the child's stderr into the log (O_APPEND, like its stdout) and keep the last lines."""
-    with stream, open(log_path, "ab", buffering=0) as log:
-        for line in iter(stream.readline, b""):
-            log.write(line)
-            tail.append(line.decode("utf-8", errors="replace").rstrip("\n"))
+    try:
+        with stream, open(log_path, "ab", buffering=0) as log:
+            for line in iter(stream.readline, b""):
+                log.write(line)
+                tail.append(line.decode("utf-8", errors="replace").rstrip("\n"))
+    finally:
+        done.set()
 
 
 def _failure_message(code: int, stderr_tail: collections.deque) -> str:
