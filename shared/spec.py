@@ -131,6 +131,13 @@ class InputRef:
             return cls("dataset", tail)
         return cls("step", head, tail)
 
+    @classmethod
+    def try_parse(cls, ref: str) -> InputRef | None:
+        try:
+            return cls.parse(ref)
+        except ValueError:
+            return None
+
     def __str__(self) -> str:
         return f"datasets.{self.name}" if self.kind == "dataset" else f"{self.name}.{self.output}"
 
@@ -163,8 +170,10 @@ class StepSpec(_Model):
         return {name: InputRef.parse(ref) for name, ref in self.inputs.items()}
 
     def upstream_steps(self) -> list[str]:
-        """Steps this one needs: producers of its PipelineData inputs plus run_after, sorted."""
-        producers = {ref.name for ref in self.input_refs().values() if ref.kind == "step"}
+        """Steps this one needs: producers of its PipelineData inputs plus run_after, sorted.
+        (Malformed references, possible only before validation finished, are not edges.)"""
+        refs = (InputRef.try_parse(text) for text in self.inputs.values())
+        producers = {ref.name for ref in refs if ref is not None and ref.kind == "step"}
         return sorted(producers | set(self.run_after))
 
 
@@ -413,8 +422,8 @@ def _cycle_problem(definition: PipelineDefinition) -> str | None:
     # cycle[1] needs cycle[0]: name the field of cycle[1] that creates that edge.
     producer, consumer = cycle[0], definition.step(cycle[1])
     field = "run_after"
-    for input_name, ref in consumer.input_refs().items():
-        if ref.kind == "step" and ref.name == producer:
+    for input_name, ref_text in consumer.inputs.items():
+        if ref_text.partition(".")[0] == producer:
             field = f"inputs.{input_name}"
             break
     return f"steps[{consumer.name}].{field}: dependency cycle " + " -> ".join(cycle)
