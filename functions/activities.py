@@ -5,23 +5,24 @@ from __future__ import annotations
 import azure.durable_functions as df
 
 from shared import run_lifecycle, steps
+from shared import run_plan as run_plan_module
 
 bp = df.Blueprint()
 
 
 @bp.activity_trigger(input_name="payload")
-def run_started(payload: dict) -> dict:
-    return run_lifecycle.mark_run_started(payload["runId"])
+def run_plan(payload: dict) -> dict:
+    return run_plan_module.plan_run(payload["runId"])
 
 
 @bp.activity_trigger(input_name="payload")
 def step_start(payload: dict) -> dict:
-    return steps.start_step(payload["runId"], payload["step"])
+    return steps.start_step(payload["runId"], payload["step"], payload.get("upstream"))
 
 
 @bp.activity_trigger(input_name="payload")
 def step_poll(payload: dict) -> dict:
-    return steps.poll_step(payload["runId"], payload["step"], payload["handle"])
+    return steps.poll_step(payload["runId"], payload["step"], payload["handle"], payload.get("upstream"))
 
 
 @bp.activity_trigger(input_name="payload")

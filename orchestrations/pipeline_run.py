@@ -4,11 +4,14 @@ Deterministic by construction (Durable replays it): no I/O, no clock but
 context.current_utc_datetime, no randomness. Everything it carries is ids and statuses;
 the data lives in blob storage and the run record.
 
-Each step is a small state machine of Durable tasks:
+First the run_plan activity fingerprints every step and settles the reused prefix (steps
+reused together with all of their upstream); those complete without an activity of their own.
+Each other step is a small state machine of Durable tasks:
     step_start ──Completed/Failed──► done
         └─Running─► durable timer ─► step_poll ──Running─► timer ─► ...
 All steps' current tasks wait together in one task_any, so a fast branch never waits for a
-slow one (no level-by-level scheduling).
+slow one (no level-by-level scheduling). Step outputs travel as paths (never data) from a step's
+result to its consumers' step_start input.
 """
 
 from __future__ import annotations
@@ -67,12 +70,25 @@ def pipeline_run(context: df.DurableOrchestrationContext):
     in_flight = _StepTasks()
     failed_steps: list[str] = []
 
-    def start_ready_steps() -> None:
-        for step in planner.ready():
-            task = context.call_activity("step_start", {"runId": run_id, "step": step})
-            in_flight.put(step, task, "start")
+    dependencies = plan["steps"]
+    outputs_of: dict[str, dict] = {}
 
-    yield context.call_activity("run_started", {"runId": run_id})
+    def step_input(step: str, **extra) -> dict:
+        upstream = {name: outputs_of.get(name, {}) for name in dependencies[step]}
+        return {"runId": run_id, "step": step, "upstream": upstream, **extra}
+
+    def start_ready_steps() -> None:
+        ready = planner.ready()
+        while ready:
+            for step in ready:
+                if step in reused:  # settled by run_plan: no activity needed
+                    outputs_of[step] = reused[step]
+                    planner.mark_done(step)
+                else:
+                    in_flight.put(step, context.call_activity("step_start", step_input(step)), "start")
+            ready = planner.ready()
+
+    reused = (yield context.call_activity("run_plan", {"runId": run_id}))["reused"]
     start_ready_steps()
 
     while in_flight:
@@ -80,7 +96,7 @@ def pipeline_run(context: df.DurableOrchestrationContext):
         step, stage, handle = in_flight.pop(finished_task)
 
         if stage == "timer":
-            poll = context.call_activity("step_poll", {"runId": run_id, "step": step, "handle": handle})
+            poll = context.call_activity("step_poll", step_input(step, handle=handle))
             in_flight.put(step, poll, "poll", handle)
             continue
 
@@ -93,6 +109,7 @@ def pipeline_run(context: df.DurableOrchestrationContext):
             continue
 
         if status == StepStatus.COMPLETED:
+            outputs_of[step] = progress.get("outputs") or {}
             planner.mark_done(step)
         else:
             failed_steps.append(step)

@@ -32,6 +32,10 @@ class ReuseRecord:
     pipeline_id: str | None
     outputs: dict[str, str] = field(default_factory=dict)  # output name -> path on the default datastore
     created_utc: str | None = None
+    metrics: dict = field(default_factory=dict)  # the producing step's metrics, shown on reused steps
+
+
+_MAX_METRICS_METADATA = 4096  # blob metadata is 8 KiB in all; larger metrics stay on the step record
 
 
 def _blob_name(fingerprint: str) -> str:
@@ -64,7 +68,8 @@ class ReuseIndex:
             record = ReuseRecord(fingerprint=fingerprint, run_id=meta["runid"], step=meta["step"],
                                  pipeline_id=meta.get("pipelineid") or None,
                                  outputs=json.loads(meta.get("outputs") or "{}"),
-                                 created_utc=meta.get("createdutc"))
+                                 created_utc=meta.get("createdutc"),
+                                 metrics=json.loads(meta.get("metrics") or "{}"))
         except (KeyError, ValueError):
             return None  # a malformed record is no reason to fail a run: just do not reuse
         datastore = self._outputs_datastore()
@@ -73,7 +78,7 @@ class ReuseIndex:
         return record
 
     def record(self, fingerprint: str, run_id: str, step: str, pipeline_id: str | None,
-               outputs: dict[str, str]) -> bool:
+               outputs: dict[str, str], metrics: dict | None = None) -> bool:
         """Create the record if none exists (If-None-Match: *). True if this call created it;
         False if another writer got there first (not an error: its outputs are as good)."""
         metadata = {
@@ -84,6 +89,9 @@ class ReuseIndex:
         }
         if pipeline_id:  # empty metadata values are not portable across storage implementations
             metadata["pipelineid"] = pipeline_id
+        metrics_json = json.dumps(metrics or {}, sort_keys=True, ensure_ascii=True)
+        if metrics and len(metrics_json) <= _MAX_METRICS_METADATA:
+            metadata["metrics"] = metrics_json
         blob = self._container().get_blob_client(_blob_name(fingerprint))
         with translate_storage_errors(f"reuse record '{fingerprint}'"):
             try:

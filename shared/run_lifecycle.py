@@ -1,4 +1,6 @@
-"""Run-level record changes made by activities: started, steps that will not run, finished.
+"""Run-level record changes made by activities: steps that will not run, the run finished.
+
+(The run is marked Running by the run_plan activity, shared/run_plan.py.)
 
 Each is idempotent (Durable may run an activity twice): a terminal record is never changed back.
 """
@@ -7,18 +9,6 @@ from __future__ import annotations
 
 from shared.runs import RunRecord, RunStore, StepRecord, utc_now
 from shared.statuses import RunStatus, StepStatus
-
-
-def mark_run_started(run_id: str) -> dict:
-    def start(run: RunRecord) -> RunRecord | None:
-        if RunStatus(run.Status).is_terminal or run.Status == RunStatus.RUNNING:
-            return None
-        run.Status = RunStatus.RUNNING.value
-        run.StartTimeUtc = run.StartTimeUtc or utc_now()
-        return run
-
-    run = RunStore().modify_run(run_id, start)
-    return {"status": run.Status}
 
 
 def mark_steps_not_run(run_id: str, steps_by_status: dict[str, list[str]]) -> dict:

@@ -368,6 +368,18 @@ class RunStore:
             data = self._container().download_blob(f"{_step_prefix(run_id, step)}/log.txt").readall()
         return data.decode("utf-8", errors="replace")
 
+    # ----- run plan (immutable once written) ------------------------------------------------
+
+    def put_plan(self, run_id: str, plan: dict) -> None:
+        with translate_storage_errors(f"plan of run '{run_id}'"):
+            self._container().upload_blob(f"{_run_prefix(run_id)}/plan.json",
+                                          json.dumps(plan, sort_keys=True).encode("utf-8"), overwrite=True)
+
+    def get_plan(self, run_id: str) -> dict:
+        with translate_storage_errors(f"plan of run '{run_id}'"):
+            data = self._container().download_blob(f"{_run_prefix(run_id)}/plan.json").readall()
+        return json.loads(data)
+
     # ----- fingerprint ingredients ---------------------------------------------------------
 
     def put_fingerprint(self, run_id: str, step: str, ingredients: dict) -> None:

@@ -1,46 +1,58 @@
 """The step executor behind the step_start / step_poll activities.
 
-start_step: fingerprint -> reuse lookup -> (reused: done) | submit to compute -> short poll.
-poll_step:  poll the compute job -> while running, tell the orchestrator when to ask again;
-            when done, the backend has committed the outputs; record reuse, then the step.
+start_step: the plan's fingerprint -> reuse lookup -> (reused: done) | submit -> short poll.
+poll_step:  poll the compute job; while it runs, tell the orchestrator when to ask again;
+            when it is done the backend has committed the outputs: record reuse and the step.
 
-Both are idempotent, because Durable runs activities at least once: a step whose record is
-terminal is answered from the record; a step recorded Running with a job handle is polled, not
-submitted again; a job the compute lost (the host restarted mid-step) is submitted again, which is
-safe because outputs are only visible once committed.
+Both are idempotent, because Durable runs activities at least once: a step whose reuse record
+names this very run already completed; a job the compute lost (the host restarted mid-step) is
+submitted again, which is safe because outputs only become visible once committed.
+
+Reads are kept off the hot path: the plan (fingerprints, dataset locations) is cached per
+process, upstream outputs arrive in the activity input, and the Running record is written in
+the background while the step runs.
 
 Returns a StepProgress dict for the orchestrator:
     {"status": Completed|Failed|Running|Canceled, "handle": {...}|None, "pollAfterSeconds": n,
-     "reused": bool, "error": {"code", "message"}|None}
+     "reused": bool, "outputs": {name: {"Datastore", "Path"}}, "error": {"code", "message"}|None}
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+
 from shared.compute import get_backend
 from shared.compute.base import DataRef, JobHandle, JobStatus, StepJobRequest
-from shared.datastore import get_datastore
-from shared.errors import InvalidRequest, MlpipeError, NotFound
-from shared.fingerprint import (compute_step_fingerprint, dataset_fingerprint, pipeline_data_fingerprint,
-                                step_settings)
+from shared.errors import NotFound
 from shared.pipelines import PublishedPipeline, get_published
 from shared.redact import redact
 from shared.registry import PipelineRegistry
 from shared.reuse import ReuseIndex
-from shared.runs import ErrorInfo, OutputRef, RunRecord, RunStore, StepRecord, utc_now
+from shared.run_plan import load_plan, outputs_body, reused_step_record
+from shared.runs import ErrorInfo, OutputRef, RunStore, StepRecord, utc_now
 from shared.settings import get_settings
-from shared.spec import DEFAULT_DATASTORE, InputRef, StepSpec, resolve_dataset_path, substitute_arguments
+from shared.spec import DEFAULT_DATASTORE, StepSpec, substitute_arguments
 from shared.statuses import StepStatus
+from shared.storage import parallel_map
 
 log = logging.getLogger("mlpipe.steps")
 
 REMOTE_POLL_SECONDS = 15.0
+LOCAL_POLL_SECONDS = 0.5
+
+# Running records are written off the hot path; the final record of a step waits for its own.
+_record_writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mlpipe-records")
+_pending_writes: dict[tuple[str, str], Future] = {}
+_pending_lock = threading.Lock()
 
 
 @dataclass
 class StepContext:
-    run: RunRecord
+    run_id: str
+    plan: dict
     published: PublishedPipeline
     step: StepSpec
 
@@ -48,103 +60,84 @@ class StepContext:
     def compute_type(self) -> str:
         return self.published.definition.compute_type(self.step.compute)
 
+    @property
+    def fingerprint(self) -> str | None:
+        return self.plan["steps"][self.step.name]["fingerprint"]
+
     def output_prefix(self, output: str) -> str:
-        return f"runs/{self.run.Id}/{self.step.name}/{output}"
+        return f"runs/{self.run_id}/{self.step.name}/{output}"
 
 
-def _load(run_id: str, step_name: str) -> StepContext:
-    run = RunStore().get_run(run_id, with_steps=False)
-    published = get_published(run.PipelineId)
-    return StepContext(run, published, published.definition.step(step_name))
+def _context(run_id: str, step_name: str) -> StepContext:
+    plan = load_plan(run_id)
+    published = get_published(plan["pipelineId"])
+    return StepContext(run_id, plan, published, published.definition.step(step_name))
 
 
 def _progress(status: str, *, handle: dict | None = None, poll_after: float | None = None,
-              reused: bool = False, error: dict | None = None) -> dict:
-    return {"status": status, "handle": handle, "pollAfterSeconds": poll_after, "reused": reused, "error": error}
+              reused: bool = False, outputs: dict | None = None, error: dict | None = None) -> dict:
+    return {"status": status, "handle": handle, "pollAfterSeconds": poll_after, "reused": reused,
+            "outputs": outputs or {}, "error": error}
 
 
-def _progress_of_record(record: StepRecord) -> dict:
-    error = record.Error.model_dump() if record.Error else None
-    return _progress(record.Status, reused=record.Reused, error=error)
+# --- records ------------------------------------------------------------------------------------
+def _write_in_background(run_id: str, record: StepRecord) -> None:
+    future = _record_writer.submit(RunStore().put_step, run_id, record.model_copy(deep=True))
+    with _pending_lock:
+        _pending_writes[(run_id, record.Name)] = future
 
 
-def _existing_step(run_id: str, step_name: str) -> StepRecord | None:
-    try:
-        return RunStore().get_step(run_id, step_name)
-    except NotFound:
-        return None
+def _write_final(run_id: str, record: StepRecord) -> None:
+    with _pending_lock:
+        pending = _pending_writes.pop((run_id, record.Name), None)
+    if pending is not None:
+        try:
+            pending.result()
+        except Exception as error:  # noqa: BLE001 - the final record supersedes it anyway
+            log.warning("run %s step %s: Running record not written: %s", run_id, record.Name, redact(str(error)))
+    RunStore().put_step(run_id, record)
 
 
-# --- inputs and fingerprint ---------------------------------------------------------------------
-def _dataset_input(ctx: StepContext, dataset_name: str) -> tuple[DataRef, str]:
-    definition = ctx.published.definition
-    dataset = definition.datasets[dataset_name]
-    parameters = ctx.run.ParameterAssignments
-    path = resolve_dataset_path(definition, dataset_name, parameters)
-    datastore = dataset.datastore
-    for parameter, assignment in (ctx.run.DataPathAssignments or {}).items():
-        if dataset.path == "{parameters.%s}" % parameter:
-            datastore = assignment["DataStoreName"]
-    entries = get_datastore(datastore).dataset_entries(path)
-    return DataRef(datastore=datastore, path=path, is_pipeline_data=False), dataset_fingerprint(entries)
-
-
-def _pipeline_data_input(ctx: StepContext, ref: InputRef) -> tuple[DataRef, str]:
-    producer = RunStore().get_step(ctx.run.Id, ref.name)
-    if producer.Status != StepStatus.COMPLETED or ref.output not in producer.Outputs:
-        raise MlpipeError(f"steps[{ctx.step.name}]: input {ref} is not available "
-                          f"(step '{ref.name}' is {producer.Status})", code="InputNotReady")
-    output = producer.Outputs[ref.output]
-    data_ref = DataRef(datastore=output.Datastore, path=output.Path, is_pipeline_data=True)
-    return data_ref, pipeline_data_fingerprint(producer.Fingerprint, ref.output)
-
-
-def _resolve_inputs(ctx: StepContext) -> tuple[dict[str, DataRef], dict[str, str]]:
-    refs, fingerprints = {}, {}
+# --- start --------------------------------------------------------------------------------------
+def _inputs(ctx: StepContext, upstream_outputs: dict) -> dict[str, DataRef]:
+    datasets = ctx.plan["steps"][ctx.step.name]["datasets"]
+    refs = {}
     for name, ref in ctx.step.input_refs().items():
         if ref.kind == "dataset":
-            refs[name], fingerprints[name] = _dataset_input(ctx, ref.name)
+            refs[name] = DataRef(datastore=datasets[name]["datastore"], path=datasets[name]["path"])
         else:
-            refs[name], fingerprints[name] = _pipeline_data_input(ctx, ref)
-    return refs, fingerprints
+            output = upstream_outputs[ref.name][ref.output]
+            refs[name] = DataRef(datastore=output["Datastore"], path=output["Path"], is_pipeline_data=True)
+    return refs
 
 
-def _fingerprint(ctx: StepContext, input_fingerprints: dict[str, str]):
-    settings = step_settings(ctx.step, ctx.run.ParameterAssignments)
-    source_hash = ctx.published.record.SourceSnapshots.get(ctx.step.name)
-    return compute_step_fingerprint(ctx.step.type, settings, source_hash, input_fingerprints)
+def start_step(run_id: str, step_name: str, upstream_outputs: dict | None = None) -> dict:
+    ctx = _context(run_id, step_name)
+    planned_error = ctx.plan["steps"][step_name]["error"]
+    if planned_error:
+        return _finish(ctx, _new_record(ctx), StepStatus.FAILED, {"code": "InputNotFound", "message": planned_error})
+    hit = ReuseIndex().lookup(ctx.fingerprint)
+    if hit is not None and hit.run_id == run_id and hit.step == step_name:
+        return _progress(StepStatus.COMPLETED.value, outputs=outputs_body(hit.outputs))  # ran already
+    if hit is not None and ctx.step.allow_reuse and not ctx.plan["regenerateOutputs"]:
+        RunStore().put_step(run_id, reused_step_record(step_name, ctx.step.compute, ctx.fingerprint, hit))
+        return _progress(StepStatus.COMPLETED.value, reused=True, outputs=outputs_body(hit.outputs))
+    return _submit(ctx, _inputs(ctx, upstream_outputs or {}), attempt=1)
 
 
-# --- reuse --------------------------------------------------------------------------------------
-def _try_reuse(ctx: StepContext, fingerprint: str) -> dict | None:
-    if not ctx.step.allow_reuse or ctx.run.RegenerateOutputs:
-        return None
-    hit = ReuseIndex().lookup(fingerprint)
-    if hit is None or hit.run_id == ctx.run.Id:
-        return None
-    metrics = {}
-    try:
-        metrics = RunStore().get_step(hit.run_id, hit.step).Metrics
-    except NotFound:
-        pass  # the producing run's records were cleaned up; its committed outputs still count
-    now = utc_now()
-    RunStore().put_step(ctx.run.Id, StepRecord(
-        Name=ctx.step.name, Status=StepStatus.COMPLETED.value, Reused=True, ReusedFromRunId=hit.run_id,
-        Compute=ctx.step.compute, Fingerprint=fingerprint, StartTimeUtc=now, EndTimeUtc=now,
-        Outputs={name: OutputRef(Datastore=DEFAULT_DATASTORE, Path=path) for name, path in hit.outputs.items()},
-        Metrics=metrics))
-    return _progress(StepStatus.COMPLETED.value, reused=True)
+def _new_record(ctx: StepContext, **fields) -> StepRecord:
+    return StepRecord(Name=ctx.step.name, Status=StepStatus.RUNNING.value, Compute=ctx.step.compute,
+                      Fingerprint=ctx.fingerprint, StartTimeUtc=utc_now(), **fields)
 
 
-# --- submit / poll ------------------------------------------------------------------------------
 def _job_request(ctx: StepContext, inputs: dict[str, DataRef]) -> StepJobRequest:
     step = ctx.step
     source_hash = ctx.published.record.SourceSnapshots.get(step.name)
     source_dir = PipelineRegistry().ensure_snapshot_local(source_hash) if source_hash else None
     script = (source_dir / step.script_name) if (source_dir and step.script_name) else None
     return StepJobRequest(
-        run_id=ctx.run.Id, step_name=step.name, script=str(script or ""), source_dir=str(source_dir or ""),
-        arguments=substitute_arguments(step, ctx.run.ParameterAssignments), inputs=inputs,
+        run_id=ctx.run_id, step_name=step.name, script=str(script or ""), source_dir=str(source_dir or ""),
+        arguments=substitute_arguments(step, ctx.plan["parameters"]), inputs=inputs,
         outputs={name: ctx.output_prefix(name) for name in step.outputs},
         environment={k: str(v) for k, v in (step.environment or {}).items() if not isinstance(v, (dict, list))},
         compute_name=step.compute, compute_settings=_compute_settings(ctx))
@@ -159,53 +152,39 @@ def _wait_seconds(ctx: StepContext) -> float:
     return get_settings().local_poll_seconds if ctx.compute_type == "local" else 0.0
 
 
-def start_step(run_id: str, step_name: str) -> dict:
-    existing = _existing_step(run_id, step_name)
-    if existing and StepStatus(existing.Status).is_terminal:
-        return _progress_of_record(existing)
-    if existing and existing.JobHandle:
-        return poll_step(run_id, step_name, existing.JobHandle)
-    ctx = _load(run_id, step_name)
-    try:
-        inputs, input_fingerprints = _resolve_inputs(ctx)
-    except (InvalidRequest, NotFound) as error:
-        return _fail(ctx, None, "InputNotFound", error.message)
-    fingerprint = _fingerprint(ctx, input_fingerprints)
-    RunStore().put_fingerprint(run_id, step_name, fingerprint.ingredients)
-    reused = _try_reuse(ctx, fingerprint.value)
-    if reused:
-        return reused
-    return _submit(ctx, inputs, fingerprint.value, attempt=1)
-
-
-def _submit(ctx: StepContext, inputs: dict[str, DataRef], fingerprint: str, attempt: int) -> dict:
+def _submit(ctx: StepContext, inputs: dict[str, DataRef], attempt: int) -> dict:
     backend = get_backend(ctx.compute_type)
     handle = backend.submit(_job_request(ctx, inputs))
-    record = StepRecord(Name=ctx.step.name, Status=StepStatus.RUNNING.value, Compute=ctx.step.compute,
-                        Fingerprint=fingerprint, StartTimeUtc=utc_now(), JobHandle=handle.to_dict(),
-                        Attempt=attempt)
-    RunStore().put_step(ctx.run.Id, record)
-    return _follow(ctx, record, backend.poll(handle, _wait_seconds(ctx)))
+    record = _new_record(ctx, JobHandle=handle.to_dict(), Attempt=attempt)
+    _write_in_background(ctx.run_id, record)
+    return _follow(ctx, record, backend.poll(handle, _wait_seconds(ctx)), inputs)
 
 
-def poll_step(run_id: str, step_name: str, handle: dict) -> dict:
-    existing = _existing_step(run_id, step_name)
-    if existing and StepStatus(existing.Status).is_terminal:
-        return _progress_of_record(existing)
-    ctx = _load(run_id, step_name)
-    record = existing or StepRecord(Name=step_name, Status=StepStatus.RUNNING.value, JobHandle=handle)
+# --- poll ---------------------------------------------------------------------------------------
+def poll_step(run_id: str, step_name: str, handle: dict, upstream_outputs: dict | None = None) -> dict:
+    ctx = _context(run_id, step_name)
+    try:
+        record = RunStore().get_step(run_id, step_name)
+    except NotFound:
+        record = _new_record(ctx, JobHandle=handle)
+    if StepStatus(record.Status).is_terminal:
+        error = record.Error.model_dump() if record.Error else None
+        outputs = {name: ref.model_dump() for name, ref in record.Outputs.items()}
+        return _progress(record.Status, reused=record.Reused, outputs=outputs, error=error)
     backend = get_backend(ctx.compute_type)
-    return _follow(ctx, record, backend.poll(JobHandle.from_dict(handle), _wait_seconds(ctx)))
+    status = backend.poll(JobHandle.from_dict(handle), _wait_seconds(ctx))
+    return _follow(ctx, record, status, None, upstream_outputs)
 
 
-def _follow(ctx: StepContext, record: StepRecord, status: JobStatus) -> dict:
+def _follow(ctx: StepContext, record: StepRecord, status: JobStatus, inputs: dict | None,
+            upstream_outputs: dict | None = None) -> dict:
     if status.state == "Running":
-        poll_after = 0.5 if ctx.compute_type == "local" else REMOTE_POLL_SECONDS
+        poll_after = LOCAL_POLL_SECONDS if ctx.compute_type == "local" else REMOTE_POLL_SECONDS
         return _progress(StepStatus.RUNNING.value, handle=record.JobHandle, poll_after=poll_after)
     if status.state == "Lost":
-        log.warning("run %s step %s: compute lost the job; submitting it again", ctx.run.Id, ctx.step.name)
-        inputs, _ = _resolve_inputs(ctx)
-        return _submit(ctx, inputs, record.Fingerprint, attempt=record.Attempt + 1)
+        log.warning("run %s step %s: compute lost the job; submitting it again", ctx.run_id, ctx.step.name)
+        inputs = inputs if inputs is not None else _inputs(ctx, upstream_outputs or {})
+        return _submit(ctx, inputs, attempt=record.Attempt + 1)
     if status.state == "Completed":
         return _complete(ctx, record, status)
     if status.state == "Canceled":
@@ -215,23 +194,27 @@ def _follow(ctx: StepContext, record: StepRecord, status: JobStatus) -> dict:
 
 def _complete(ctx: StepContext, record: StepRecord, status: JobStatus) -> dict:
     outputs = {name: ctx.output_prefix(name) for name in ctx.step.outputs}
-    if record.Fingerprint:
-        ReuseIndex().record(record.Fingerprint, ctx.run.Id, ctx.step.name, ctx.run.PipelineId, outputs)
     record.Outputs = {name: OutputRef(Datastore=DEFAULT_DATASTORE, Path=path) for name, path in outputs.items()}
     record.Metrics = dict(status.metrics or {})
-    return _finish(ctx, record, StepStatus.COMPLETED, None)
+    index = ReuseIndex()
+    pipeline_id = ctx.plan["pipelineId"]
+    # The outputs are committed (the backend wrote their manifests); record reuse and the step.
+    parallel_map(lambda write: write(), [
+        lambda: index.record(ctx.fingerprint, ctx.run_id, ctx.step.name, pipeline_id, outputs, record.Metrics),
+        lambda: _finalise(ctx, record, StepStatus.COMPLETED, None),
+    ])
+    return _progress(StepStatus.COMPLETED.value, outputs=outputs_body(outputs))
 
 
-def _finish(ctx: StepContext, record: StepRecord, status: StepStatus, error: dict | None) -> dict:
+def _finalise(ctx: StepContext, record: StepRecord, status: StepStatus, error: dict | None) -> StepRecord:
     record.Status = status.value
     record.EndTimeUtc = utc_now()
     record.Error = ErrorInfo(code=error["code"], message=redact(error["message"])) if error else None
     record.JobHandle = None
-    RunStore().put_step(ctx.run.Id, record)
+    _write_final(ctx.run_id, record)
+    return record
+
+
+def _finish(ctx: StepContext, record: StepRecord, status: StepStatus, error: dict | None) -> dict:
+    record = _finalise(ctx, record, status, error)
     return _progress(status.value, error=record.Error.model_dump() if record.Error else None)
-
-
-def _fail(ctx: StepContext, fingerprint: str | None, code: str, message: str) -> dict:
-    record = StepRecord(Name=ctx.step.name, Status=StepStatus.RUNNING.value, Compute=ctx.step.compute,
-                        Fingerprint=fingerprint, StartTimeUtc=utc_now())
-    return _finish(ctx, record, StepStatus.FAILED, {"code": code, "message": message})

@@ -71,24 +71,48 @@ def done(status="Completed", **extra) -> dict:
     return {"status": status, "handle": None, "pollAfterSeconds": None, "reused": False, "error": None, **extra}
 
 
-def test_first_episode_marks_the_run_started():
+NOTHING_REUSED = {"reused": {}}
+
+
+def test_first_episode_plans_the_run():
     actions = History(DIAMOND).actions()
-    assert actions == [("activity", "run_started", {"runId": "r1"})]
+    assert actions == [("activity", "run_plan", {"runId": "r1"})]
 
 
-def test_root_steps_start_once_the_run_started():
-    history = History(DIAMOND).complete(0, {"status": "Running"})
+def test_root_steps_start_once_the_run_is_planned():
+    history = History(DIAMOND).complete(0, NOTHING_REUSED)
     assert started_steps(history.actions()) == ["a"]
 
 
+def test_reused_prefix_needs_no_activity_and_its_outputs_reach_consumers():
+    a_outputs = {"out": {"Datastore": "workspaceblobstore", "Path": "runs/old/a/out"}}
+    history = History(DIAMOND).complete(0, {"reused": {"a": a_outputs, "b": {}}})
+    actions = history.actions()
+    assert started_steps(actions) == ["c"]
+    start_c = [payload for kind, name, payload in actions if name == "step_start"][0]
+    assert start_c["upstream"] == {"a": a_outputs}
+
+
+def test_all_reused_finishes_in_one_episode():
+    history = History({"a": [], "b": ["a"]}).complete(0, {"reused": {"a": {}, "b": {}}})
+    assert history.actions()[-1] == ("activity", "run_finished", {"runId": "r1", "status": "Finished", "failedSteps": []})
+
+
+def test_step_outputs_are_passed_to_the_steps_that_consume_them():
+    out = {"clean": {"Datastore": "workspaceblobstore", "Path": "runs/r1/a/clean"}}
+    history = History({"a": [], "b": ["a"]}).complete(0, NOTHING_REUSED).complete(1, done(outputs=out))
+    start_b = [payload for kind, name, payload in history.actions() if name == "step_start"][-1]
+    assert start_b == {"runId": "r1", "step": "b", "upstream": {"a": out}}
+
+
 def test_fan_out_starts_every_ready_step_in_one_episode():
-    history = History(DIAMOND).complete(0, {}).complete(1, done())
+    history = History(DIAMOND).complete(0, NOTHING_REUSED).complete(1, done())
     assert started_steps(history.actions()) == ["a", "b", "c"]
 
 
 def test_a_step_starts_when_its_own_inputs_are_ready_not_its_level():
     steps = {"a": [], "slow": ["a"], "fast": ["a"], "after_fast": ["fast"]}
-    history = History(steps).complete(0, {}).complete(1, done())
+    history = History(steps).complete(0, NOTHING_REUSED).complete(1, done())
     # ids: 2 = step_start(fast), 3 = step_start(slow)
     history.complete(2, done())
     assert started_steps(history.actions()) == ["a", "fast", "slow", "after_fast"]
@@ -96,24 +120,24 @@ def test_a_step_starts_when_its_own_inputs_are_ready_not_its_level():
 
 
 def test_join_waits_for_all_of_its_inputs():
-    history = History(DIAMOND).complete(0, {}).complete(1, done()).complete(2, done())
+    history = History(DIAMOND).complete(0, NOTHING_REUSED).complete(1, done()).complete(2, done())
     assert "d" not in started_steps(history.actions())
     history.complete(3, done())
     assert started_steps(history.actions())[-1] == "d"
 
 
 def test_running_step_is_polled_after_a_durable_timer():
-    history = History({"a": []}).complete(0, {})
+    history = History({"a": []}).complete(0, NOTHING_REUSED)
     history.complete(1, {"status": "Running", "handle": {"id": "h1"}, "pollAfterSeconds": 2})
     actions = history.actions()
     assert actions[-1][0] == "timer"
     history.fire_timer(2)
     actions = history.actions()
-    assert actions[-1] == ("activity", "step_poll", {"runId": "r1", "step": "a", "handle": {"id": "h1"}})
+    assert actions[-1] == ("activity", "step_poll", {"runId": "r1", "step": "a", "upstream": {}, "handle": {"id": "h1"}})
 
 
 def test_all_steps_completed_finishes_the_run():
-    history = History({"a": []}).complete(0, {}).complete(1, done())
+    history = History({"a": []}).complete(0, NOTHING_REUSED).complete(1, done())
     actions = history.actions()
     assert actions[-1] == ("activity", "run_finished", {"runId": "r1", "status": "Finished", "failedSteps": []})
     history.complete(2, {"status": "Finished"})
@@ -122,7 +146,7 @@ def test_all_steps_completed_finishes_the_run():
 
 
 def test_failed_step_skips_downstream_and_fails_the_run():
-    history = History(DIAMOND).complete(0, {}).complete(1, done())
+    history = History(DIAMOND).complete(0, NOTHING_REUSED).complete(1, done())
     history.complete(2, done("Failed", error={"code": "StepFailed", "message": "exit 1"}))
     actions = history.actions()
     assert actions[-1][1] == "steps_not_run"
@@ -135,7 +159,7 @@ def test_failed_step_skips_downstream_and_fails_the_run():
 
 def test_without_continue_on_failure_unrelated_steps_do_not_start():
     steps = {"a": [], "b": [], "after_b": ["b"], "after_a": ["a"]}
-    history = History(steps).complete(0, {})
+    history = History(steps).complete(0, NOTHING_REUSED)
     assert started_steps(history.actions()) == ["a", "b"]
     history.complete(1, done("Failed"))  # a fails while b runs
     not_run = history.actions()[-1]
@@ -146,14 +170,14 @@ def test_without_continue_on_failure_unrelated_steps_do_not_start():
 
 def test_continue_on_failure_runs_independent_branches():
     steps = {"a": [], "b": [], "after_b": ["b"], "after_a": ["a"]}
-    history = History(steps, continue_on_failure=True).complete(0, {})
+    history = History(steps, continue_on_failure=True).complete(0, NOTHING_REUSED)
     history.complete(1, done("Failed"))
     history.complete(3, {}).complete(2, done())
     assert started_steps(history.actions()) == ["a", "b", "after_b"]
 
 
 def test_an_activity_that_raises_counts_as_a_failed_step():
-    history = History({"a": [], "b": ["a"]}).complete(0, {})
+    history = History({"a": [], "b": ["a"]}).complete(0, NOTHING_REUSED)
     history.fail(1, "Activity function 'step_start' failed: storage down")
     actions = history.actions()
     assert actions[-1][1] == "steps_not_run"

@@ -1,0 +1,174 @@
+"""The run plan: every step's fingerprint, computed once when a run starts.
+
+A step's fingerprint depends only on its definition, the run's parameters, its source snapshot
+and its inputs' fingerprints (a dataset's blob names + MD5/ETag; PipelineData: the producing
+step's fingerprint + output name). None of that needs an upstream step to have *run*, so the
+`run_plan` activity computes all of them up front, checks the reuse index for all of them in
+parallel, and records at once every step whose whole upstream is reused too (the "reused
+prefix"). An all-reused pipeline therefore finishes in one activity instead of one per step.
+
+The plan is written to `runs/{runId}/plan.json` and never changes; step activities read it
+once per process (cached), so a step needs no other reads to start.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from shared.datastore import get_datastore
+from shared.errors import InvalidRequest, NotFound
+from shared.fingerprint import (compute_step_fingerprint, dataset_fingerprint, pipeline_data_fingerprint,
+                                step_settings)
+from shared.graph import topological_order
+from shared.pipelines import PublishedPipeline, get_published
+from shared.reuse import ReuseIndex, ReuseRecord
+from shared.runs import OutputRef, RunRecord, RunStore, StepRecord, utc_now
+from shared.spec import DEFAULT_DATASTORE, resolve_dataset_path
+from shared.statuses import RunStatus, StepStatus
+from shared.storage import parallel_map
+
+_PLAN_CACHE_SIZE = 64
+
+
+@dataclass(frozen=True)
+class DatasetInput:
+    datastore: str
+    path: str
+    fingerprint: str | None
+    error: str | None = None
+
+
+def _resolve_datasets(run: RunRecord, published: PublishedPipeline) -> dict[str, DatasetInput]:
+    """Each dataset the pipeline declares: where it is for this run and its content fingerprint."""
+    definition = published.definition
+
+    def resolve(name: str) -> DatasetInput:
+        dataset = definition.datasets[name]
+        datastore = dataset.datastore
+        for parameter, assignment in (run.DataPathAssignments or {}).items():
+            if dataset.path == "{parameters.%s}" % parameter:
+                datastore = assignment["DataStoreName"]
+        try:
+            path = resolve_dataset_path(definition, name, run.ParameterAssignments)
+            entries = get_datastore(datastore).dataset_entries(path)
+        except (InvalidRequest, NotFound) as error:
+            return DatasetInput(datastore, dataset.path, None, f"dataset '{name}': {error.message}")
+        return DatasetInput(datastore, path, dataset_fingerprint(entries))
+
+    names = sorted(definition.datasets)
+    return dict(zip(names, parallel_map(resolve, names)))
+
+
+def _step_plans(run: RunRecord, published: PublishedPipeline) -> tuple[dict, dict]:
+    """({step: plan entry}, {step: fingerprint ingredients}) in topological order."""
+    definition = published.definition
+    datasets = _resolve_datasets(run, published)
+    plans, ingredients = {}, {}
+    for name in topological_order(definition.dependencies()):
+        step = definition.step(name)
+        input_fingerprints, dataset_inputs, errors = {}, {}, []
+        for input_name, ref in step.input_refs().items():
+            if ref.kind == "dataset":
+                dataset = datasets[ref.name]
+                if dataset.error:
+                    errors.append(dataset.error)
+                    continue
+                input_fingerprints[input_name] = dataset.fingerprint
+                dataset_inputs[input_name] = {"datastore": dataset.datastore, "path": dataset.path}
+            else:
+                producer = plans[ref.name]
+                if producer["fingerprint"] is None:
+                    errors.append(f"input '{input_name}': step '{ref.name}' cannot run")
+                    continue
+                input_fingerprints[input_name] = pipeline_data_fingerprint(producer["fingerprint"], ref.output)
+        entry = {"fingerprint": None, "datasets": dataset_inputs, "error": "; ".join(errors) or None}
+        if not errors:
+            fingerprint = compute_step_fingerprint(
+                step.type, step_settings(step, run.ParameterAssignments),
+                published.record.SourceSnapshots.get(name), input_fingerprints)
+            entry["fingerprint"] = fingerprint.value
+            ingredients[name] = fingerprint.ingredients
+        plans[name] = entry
+    return plans, ingredients
+
+
+def _reused_prefix(published: PublishedPipeline, plans: dict, hits: dict[str, ReuseRecord]) -> list[str]:
+    """Steps reused whose every upstream step is reused too, in topological order."""
+    definition = published.definition
+    prefix: list[str] = []
+    for name in topological_order(definition.dependencies()):
+        if name in hits and all(upstream in prefix for upstream in definition.upstream(name)):
+            prefix.append(name)
+    return prefix
+
+
+def reused_step_record(step_name: str, compute: str, fingerprint: str, hit: ReuseRecord) -> StepRecord:
+    now = utc_now()
+    return StepRecord(
+        Name=step_name, Status=StepStatus.COMPLETED.value, Reused=True, ReusedFromRunId=hit.run_id,
+        Compute=compute, Fingerprint=fingerprint, StartTimeUtc=now, EndTimeUtc=now,
+        Outputs={output: OutputRef(Datastore=DEFAULT_DATASTORE, Path=path) for output, path in hit.outputs.items()},
+        Metrics=hit.metrics)
+
+
+def outputs_body(outputs: dict[str, str]) -> dict:
+    """{output: {"Datastore", "Path"}}: how step outputs travel through the orchestrator."""
+    return {output: {"Datastore": DEFAULT_DATASTORE, "Path": path} for output, path in outputs.items()}
+
+
+def plan_run(run_id: str) -> dict:
+    """The run_plan activity: mark the run Running, fingerprint every step, settle the reused prefix.
+
+    Returns {"reused": {step: outputs}} for the orchestrator. Idempotent: a re-run recomputes
+    the same plan (datasets permitting) and rewrites the same records.
+    """
+    store = RunStore()
+    run = store.modify_run(run_id, _mark_running)
+    published = get_published(run.PipelineId)
+    plans, ingredients = _step_plans(run, published)
+    definition = published.definition
+
+    reusable = [name for name, entry in plans.items() if entry["fingerprint"]
+                and definition.step(name).allow_reuse and not run.RegenerateOutputs]
+    lookups = parallel_map(lambda name: ReuseIndex().lookup(plans[name]["fingerprint"]), reusable)
+    hits = {name: hit for name, hit in zip(reusable, lookups) if hit is not None and hit.run_id != run_id}
+    prefix = _reused_prefix(published, plans, hits)
+
+    plan = {"runId": run_id, "pipelineId": run.PipelineId, "parameters": run.ParameterAssignments,
+            "regenerateOutputs": run.RegenerateOutputs, "steps": plans}
+    store.put_plan(run_id, plan)
+    _remember_plan(run_id, plan)
+    writes = [lambda n=name, i=items: store.put_fingerprint(run_id, n, i) for name, items in ingredients.items()]
+    writes += [lambda n=name: store.put_step(run_id, reused_step_record(
+        n, definition.step(n).compute, plans[n]["fingerprint"], hits[n])) for name in prefix]
+    parallel_map(lambda write: write(), writes)
+    return {"reused": {name: outputs_body(hits[name].outputs) for name in prefix}}
+
+
+def _mark_running(run: RunRecord) -> None:
+    if not RunStatus(run.Status).is_terminal:
+        run.Status = RunStatus.RUNNING.value
+        run.StartTimeUtc = run.StartTimeUtc or utc_now()
+
+
+_plans: "OrderedDict[str, dict]" = OrderedDict()
+_plans_lock = threading.Lock()
+
+
+def _remember_plan(run_id: str, plan: dict) -> None:
+    with _plans_lock:
+        _plans[run_id] = plan
+        while len(_plans) > _PLAN_CACHE_SIZE:
+            _plans.popitem(last=False)
+
+
+def load_plan(run_id: str) -> dict:
+    """The run's plan (cached per process: it never changes once written)."""
+    with _plans_lock:
+        plan = _plans.get(run_id)
+    if plan is None:
+        plan = RunStore().get_plan(run_id)
+        _remember_plan(run_id, plan)
+    return plan
