@@ -56,11 +56,14 @@ class AzuriteProcess:
     def connection_string(self) -> str:
         return azurite_connection_string(self.blob_port, self.queue_port)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 3.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout`: Azurite's graceful close can hang for a long time
+        (it waits on its background loops); blob data is written as it arrives and metadata is
+        autosaved every few seconds."""
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout=10)
+                self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()

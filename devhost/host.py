@@ -98,8 +98,18 @@ async def serve(options: HostOptions, stop: asyncio.Event) -> None:
         if store is not None:
             store.close()
         pool.shutdown(wait=False, cancel_futures=True)
+        await close_sdk_http_session()
         if azurite is not None:
             azurite.stop()
+
+
+async def close_sdk_http_session() -> None:
+    """The durable SDK keeps one module-level aiohttp session for client calls; close it on the way out."""
+    try:
+        from azure.durable_functions.models.utils import http_utils
+        await http_utils._close_session()
+    except Exception:  # best effort: only avoids an "Unclosed client session" warning
+        log.debug("could not close the durable SDK's HTTP session", exc_info=True)
 
 
 async def run_until_signalled(options: HostOptions) -> None:

@@ -30,6 +30,14 @@ REDACT = Redactor()
 
 class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            self._redact(record)
+        except Exception:  # e.g. during interpreter shutdown; never let logging break the host
+            record.msg, record.args, record.exc_info, record.exc_text = "[log record dropped by redaction]", None, None, None
+        return True
+
+    @staticmethod
+    def _redact(record: logging.LogRecord) -> None:
         message = record.getMessage()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
@@ -37,7 +45,6 @@ class RedactingFilter(logging.Filter):
         record.args = None
         if record.exc_text:
             record.exc_text = REDACT(record.exc_text)
-        return True
 
 
 def setup_logging(level: int = logging.INFO) -> None:

@@ -76,3 +76,21 @@ def max_request_bytes() -> int:
 @pytest.fixture
 def api(host) -> Api:
     return Api(host)
+
+
+@pytest.fixture
+def private_host(azurite, tmp_path):
+    """Start (and restart) a private sample-app host: `launch(data_dir) -> (HostProcess, Api)`; `launch.out_dir`."""
+    started: list[HostProcess] = []
+    out_dir = tmp_path / "out"
+
+    def launch(data_dir: Path, extra_env: dict | None = None):
+        env = {**sample_env(azurite, out_dir), **(extra_env or {})}
+        h = start_host(SAMPLE_APP, env, data_dir=data_dir)
+        started.append(h)
+        return h, Api(h)
+
+    launch.out_dir = out_dir
+    yield launch
+    for h in started:
+        h.kill()
