@@ -10,8 +10,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from shared.fingerprint import SourceHasher
-from shared.registry import PipelineRecord, PipelineRegistry, build_snapshot_zip
+from shared.fingerprint import SourceHasher, zip_snapshot
+from shared.registry import PipelineRecord, PipelineRegistry
 from shared.settings import get_settings
 from shared.spec import PipelineDefinition
 
@@ -24,8 +24,9 @@ def _upload_snapshot(registry: PipelineRegistry, source_dir: Path, hasher: Sourc
     scratch.mkdir(parents=True, exist_ok=True)
     workspace = Path(tempfile.mkdtemp(dir=scratch, prefix="snapshot-"))
     try:
-        zip_path = build_snapshot_zip(source_dir, [entry.path for entry in snapshot.files], workspace / "snapshot.zip")
-        registry.upload_snapshot(snapshot.hash, zip_path)
+        zip_path = zip_snapshot(source_dir, snapshot, workspace / "snapshot.zip")
+        registry.upload_snapshot_files(snapshot.hash, snapshot.file_hashes())
+        registry.upload_snapshot(snapshot.hash, zip_path)  # last: its existence means "complete"
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
     return snapshot.hash

@@ -11,24 +11,25 @@ directory renamed into place, so a reader never sees a half-extracted folder.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import tempfile
 import threading
 import uuid
-import zipfile
 from pathlib import Path
-from typing import Any, Iterable, Literal, Optional
+from typing import Any, Literal, Optional
 from urllib.parse import quote
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from shared.errors import Conflict, InvalidRequest, NotFound
 from shared.runs import to_utc_iso, utc_now
+from shared.safezip import extract_zip
 from shared.settings import get_settings
 from shared.storage import BLOB_CONCURRENCY, BLOCK_SIZE, ensure_container, parallel_map, translate_storage_errors
 
@@ -185,6 +186,23 @@ class PipelineRegistry:
                     return False  # a concurrent publisher uploaded the same content
         return True
 
+    def upload_snapshot_files(self, source_hash: str, files: dict[str, str]) -> None:
+        """`snapshots/{hash}.files.json`: {relative path: sha256}, shown per file in fingerprints."""
+        blob = self._container().get_blob_client(f"snapshots/{check_source_hash(source_hash)}.files.json")
+        with translate_storage_errors(f"snapshot '{source_hash}'"):
+            try:
+                blob.upload_blob(json.dumps(files, sort_keys=True).encode("utf-8"), overwrite=False)
+            except ResourceExistsError:
+                pass  # content-addressed: the existing list is the same
+
+    def snapshot_files(self, source_hash: str) -> dict[str, str] | None:
+        blob = self._container().get_blob_client(f"snapshots/{check_source_hash(source_hash)}.files.json")
+        with translate_storage_errors(f"snapshot '{source_hash}'"):
+            try:
+                return json.loads(blob.download_blob().readall())
+            except ResourceNotFoundError:
+                return None
+
     def snapshot_exists(self, source_hash: str) -> bool:
         blob = self._container().get_blob_client(f"snapshots/{check_source_hash(source_hash)}.zip")
         with translate_storage_errors(f"snapshot '{source_hash}'"):
@@ -208,7 +226,7 @@ class PipelineRegistry:
                     self._container().download_blob(f"snapshots/{source_hash}.zip",
                                                     max_concurrency=BLOB_CONCURRENCY).readinto(handle)
                 extracted = workspace / "tree"
-                extract_zip_safely(zip_file, extracted)
+                extract_zip(zip_file, extracted, what="snapshot")
                 try:
                     os.rename(extracted, final)
                 except OSError:
@@ -221,34 +239,3 @@ class PipelineRegistry:
     def _extract_lock(self, source_hash: str) -> threading.Lock:
         with self._locks_guard:
             return self._extract_locks.setdefault(source_hash, threading.Lock())
-
-
-def extract_zip_safely(zip_path: Path, destination: Path) -> None:
-    """Extract `zip_path` into `destination`, refusing entries that would land outside it (zip slip)."""
-    destination.mkdir(parents=True, exist_ok=True)
-    root = destination.resolve()
-    with zipfile.ZipFile(zip_path) as archive:
-        for info in archive.infolist():
-            name = info.filename.replace("\\", "/")
-            parts = [p for p in name.split("/") if p not in ("", ".")]
-            if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
-                raise InvalidRequest(f"snapshot entry {info.filename!r} would leave the snapshot folder")
-            if info.is_dir() or not parts:
-                continue
-            target = root.joinpath(*parts)
-            if root not in target.resolve().parents:
-                raise InvalidRequest(f"snapshot entry {info.filename!r} would leave the snapshot folder")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(info) as source, open(target, "wb") as sink:
-                shutil.copyfileobj(source, sink, 1024 * 1024)
-            mode = (info.external_attr >> 16) & 0o777
-            if mode & 0o111:
-                os.chmod(target, 0o755)
-
-
-def build_snapshot_zip(source_dir: Path, relative_files: Iterable[str], zip_path: Path) -> Path:
-    """Zip `relative_files` (posix paths under `source_dir`, e.g. a SourceSnapshot's file list)."""
-    with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for relative in sorted(relative_files):
-            archive.write(Path(source_dir) / relative, arcname=relative)
-    return zip_path

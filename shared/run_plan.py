@@ -13,6 +13,7 @@ once per process (cached), so a step needs no other reads to start.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from shared.fingerprint import (compute_step_fingerprint, dataset_fingerprint, p
                                 step_settings)
 from shared.graph import topological_order
 from shared.pipelines import PublishedPipeline, get_published
+from shared.registry import PipelineRegistry
 from shared.reuse import ReuseIndex, ReuseRecord
 from shared.runs import OutputRef, RunRecord, RunStore, StepRecord, utc_now
 from shared.spec import DEFAULT_DATASTORE, resolve_dataset_path
@@ -85,13 +87,20 @@ def _step_plans(run: RunRecord, published: PublishedPipeline) -> tuple[dict, dic
                 input_fingerprints[input_name] = pipeline_data_fingerprint(producer["fingerprint"], ref.output)
         entry = {"fingerprint": None, "datasets": dataset_inputs, "error": "; ".join(errors) or None}
         if not errors:
+            source_hash = published.record.SourceSnapshots.get(name)
             fingerprint = compute_step_fingerprint(
-                step.type, step_settings(step, run.ParameterAssignments),
-                published.record.SourceSnapshots.get(name), input_fingerprints)
+                step.type, step_settings(step, run.ParameterAssignments), source_hash, input_fingerprints,
+                source_files=_snapshot_files(source_hash) if source_hash else None)
             entry["fingerprint"] = fingerprint.value
             ingredients[name] = fingerprint.ingredients
         plans[name] = entry
     return plans, ingredients
+
+
+@functools.lru_cache(maxsize=256)
+def _snapshot_files(source_hash: str) -> dict[str, str] | None:
+    """{path: sha256} of a source snapshot (immutable, so cached): per-file fingerprint detail."""
+    return PipelineRegistry().snapshot_files(source_hash)
 
 
 def _reused_prefix(published: PublishedPipeline, plans: dict, hits: dict[str, ReuseRecord]) -> list[str]:
