@@ -164,7 +164,7 @@ class Datastore:
         return parallel_map(upload, relative_names)
 
     def download_blob_to(self, path: str, local_file: Path) -> Path:
-        """Stream one blob to `local_file` (chunks of BLOCK_SIZE, concurrent when large)."""
+        """Stream one blob to `local_file` (ranges of GET_CHUNK_SIZE, concurrent when large)."""
         local_file.parent.mkdir(parents=True, exist_ok=True)
         with translate_storage_errors(self._where(path)), open(local_file, "wb") as handle:
             downloader = self.container_client().download_blob(path, max_concurrency=BLOB_CONCURRENCY)

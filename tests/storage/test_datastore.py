@@ -180,3 +180,33 @@ def test_storage_errors_are_ours_and_never_carry_the_key(storage_env, monkeypatc
         default_datastore().read_bytes("a/b")
     assert wrong_key not in str(info.value) and "AccountKey" not in str(info.value)
     assert info.value.__cause__ is not None  # the azure error is kept as the cause
+
+
+def test_transfer_memory_does_not_grow_with_file_size(store, tmp_path):
+    """Streaming, not buffering: moving a 4x larger file needs about the same peak memory."""
+    import tracemalloc
+
+    def write(path: Path, mib: int) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as handle:
+            for _ in range(mib):
+                handle.write(os.urandom(1 << 20))
+        return path
+
+    peaks = {}
+    for mib in (20, 60):
+        source = write(tmp_path / f"up{mib}" / "f.bin", mib)
+        tracemalloc.start()
+        try:
+            store.upload_folder(source.parent, f"mem/{mib}")
+            upload_peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.reset_peak()
+            store.download_prefix(f"mem/{mib}", tmp_path / f"down{mib}")
+            download_peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        peaks[mib] = (upload_peak, download_peak)
+        assert sha256_file(tmp_path / f"down{mib}" / "f.bin") == sha256_file(source)
+    growth_allowed = 6 << 20  # far less than the 40 MiB the file grew by
+    assert peaks[60][0] - peaks[20][0] < growth_allowed, peaks
+    assert peaks[60][1] - peaks[20][1] < growth_allowed, peaks
