@@ -90,7 +90,9 @@ def test_changed_dataset_content_reruns_everything(client, tmp_path, test_storag
     run = client.wait_for_run(client.submit(pipeline["Id"], "itest")["Id"], **WAIT)
     assert not any(item["Reused"] for item in run["Steps"])
     explained = client.get_step_fingerprint(run["Id"], "prep")
-    assert "raw" in str(explained)
+    assert set(explained["inputs"]) == {"raw"}
+    assert set(explained["source"]["files"]) == {"step.py"}  # each source file with its own hash
+    assert explained["settings"]["arguments"]["hash"]
 
 
 def test_identical_step_is_reused_across_published_pipelines(client, tmp_path, uploaded):
