@@ -75,7 +75,8 @@ async def serve(options: HostOptions, stop: asyncio.Event) -> None:
         binding = binding_json(port=options.port, hub_name=config.hub_name, function_key=key, rpc_secret=rpc_secret)
         store = TaskHubStore(data_dir / "durable" / f"{config.hub_name}.sqlite")
         engine = DurableEngine(index, store, max_concurrent_activities=config.max_concurrent_activities,
-                               full_replay=os.environ.get("MLPIPE_DURABLE_FULL_REPLAY") == "1")
+                               full_replay=os.environ.get("MLPIPE_DURABLE_FULL_REPLAY") == "1",
+                               max_sessions=int(os.environ.get("MLPIPE_DURABLE_MAX_SESSIONS") or 512))
         front = HttpFrontEnd(index.http, route_prefix=config.route_prefix, keys=KeyChecker(key, rpc_secret),
                              max_request_bytes=config.max_request_bytes, binding_json=binding,
                              rpc=DurableRpc(engine, binding), pool=pool)

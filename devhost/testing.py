@@ -86,15 +86,21 @@ def start_host(app_root: Path | str, env: dict[str, str] | None = None, port: in
     """Launch `python -m devhost` for `app_root` and wait for its ready line.
 
     `env` is added on top of the current environment. The function key is `function_key`, else
-    env's MLPIPE_FUNCTION_KEY, else a random one; `data_dir` defaults to a new temporary folder.
+    env's MLPIPE_FUNCTION_KEY, else a random one; pass env={"MLPIPE_FUNCTION_KEY": ""} to let the
+    host generate its own (read back from `<data_dir>/function-key`). `data_dir` defaults to a new
+    temporary folder.
     """
     app_root = Path(app_root).resolve()
     port = port or free_port()
     data_dir = Path(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="devhost-"))
     data_dir.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **(env or {})}
-    key = function_key or full_env.get("MLPIPE_FUNCTION_KEY") or os.urandom(16).hex()
-    full_env["MLPIPE_FUNCTION_KEY"] = key
+    host_generates_key = function_key is None and (env or {}).get("MLPIPE_FUNCTION_KEY") == ""
+    key = "" if host_generates_key else (function_key or full_env.get("MLPIPE_FUNCTION_KEY") or os.urandom(16).hex())
+    if host_generates_key:
+        full_env.pop("MLPIPE_FUNCTION_KEY", None)
+    else:
+        full_env["MLPIPE_FUNCTION_KEY"] = key
     full_env["MLPIPE_DATA_DIR"] = str(data_dir)
     full_env["PYTHONUNBUFFERED"] = "1"
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), full_env.get("PYTHONPATH")]))
@@ -109,6 +115,8 @@ def start_host(app_root: Path | str, env: dict[str, str] | None = None, port: in
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if ready in host.output():
+            if host_generates_key:
+                host.key = (data_dir / "function-key").read_text(encoding="utf-8").strip()
             return host
         if not host.alive():
             raise HostStartError(f"devhost exited with code {process.returncode} before it was ready:\n"

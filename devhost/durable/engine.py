@@ -69,11 +69,13 @@ class Instance:
 
 class DurableEngine:
     def __init__(self, index: FunctionIndex, store: TaskHubStore, *, max_concurrent_activities: int,
-                 full_replay: bool = False):
+                 full_replay: bool = False, max_sessions: int = 512):
         self.index = index
         self.store = store
         self.max_concurrent_activities = max_concurrent_activities
         self.full_replay = full_replay
+        self.max_sessions = max_sessions  # cached replay sessions; the least recently used are dropped
+        self._sessions: collections.OrderedDict[str, Instance] = collections.OrderedDict()
         self.active: dict[str, Instance] = {}
         self.clock = h.Clock()
         self._ready: collections.deque[str] = collections.deque()
@@ -307,6 +309,7 @@ class DurableEngine:
             if inst.session is None or self.full_replay:
                 inst.session = OrchestrationSession(orchestrator, inst.id, row["parent_id"], row["input"],
                                                     inst.history + control_history + new_events)
+            self._touch_session(inst)
             outcome = inst.session.run(new_events)
         added = control_history + new_events
 
@@ -452,7 +455,15 @@ class DurableEngine:
         for handle in inst.timers.values():
             handle.cancel()
         self.active.pop(inst.id, None)
+        self._sessions.pop(inst.id, None)
         inst.session = None
+
+    def _touch_session(self, inst: Instance) -> None:
+        self._sessions[inst.id] = inst
+        self._sessions.move_to_end(inst.id)
+        while len(self._sessions) > self.max_sessions:
+            _, evicted = self._sessions.popitem(last=False)
+            evicted.session = None  # its next episode replays the history from scratch
 
     # -- activities ------------------------------------------------------------------------------
     def _dispatch_activity(self, inst: Instance, task_id: int, name: str, input_text: str | None) -> None:

@@ -137,3 +137,26 @@ def test_purge(api):
     api.wait(instance)
     assert api.session.delete(f"{api.host.url}/api/purge/{instance}", timeout=10).json() == {"deleted": 1}
     assert api.status(instance) == {"found": False}
+
+
+def test_suspend_and_resume(api):
+    instance = f"susp-{uuid.uuid4().hex}"
+    api.start("wait_event", instance_id=instance)
+    base = api.host.url
+    assert api.session.post(f"{base}/api/suspend/{instance}", timeout=10).status_code == 202
+    deadline = time.monotonic() + 10
+    while api.status(instance)["runtimeStatus"] != "Suspended":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    api.session.post(f"{base}/api/raise/{instance}/approve", json="while-suspended", timeout=10)
+    time.sleep(0.3)
+    assert api.status(instance)["runtimeStatus"] == "Suspended"  # the event waits for the resume
+    assert api.session.post(f"{base}/api/resume/{instance}", timeout=10).status_code == 202
+    status = api.wait(instance)
+    assert status["output"] == {"approved": '"while-suspended"'}
+
+
+def test_many_concurrent_instances(api):
+    ids = [api.start("sequence", [str(i)]).json()["id"] for i in range(20)]
+    outputs = [api.wait(i)["output"] for i in ids]
+    assert outputs == [[f"Hello {i}"] for i in range(20)]

@@ -79,6 +79,20 @@ async def raise_event(req: func.HttpRequest, client) -> func.HttpResponse:
     return json_response({"raised": True}, 202)
 
 
+@app.route(route="suspend/{instance_id}", methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def suspend(req: func.HttpRequest, client) -> func.HttpResponse:
+    await client.suspend(req.route_params["instance_id"], "test")
+    return json_response({"suspended": True}, 202)
+
+
+@app.route(route="resume/{instance_id}", methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def resume(req: func.HttpRequest, client) -> func.HttpResponse:
+    await client.resume(req.route_params["instance_id"], "test")
+    return json_response({"resumed": True}, 202)
+
+
 @app.route(route="purge/{instance_id}", methods=["DELETE"])
 @app.durable_client_input(client_name="client")
 async def purge(req: func.HttpRequest, client) -> func.HttpResponse:
