@@ -244,11 +244,13 @@ class DurableEngine:
                 return
 
     def _abandon(self, inst: Instance) -> None:
-        """An engine bug hit this episode: fall back to what SQLite holds; the next message retries it."""
+        """An engine error hit this episode: fall back to what SQLite holds; the next message retries it."""
         self._pending_children = []
         inst.session = None
+        inst.row = self.store.instance(inst.id) or inst.row
         inst.history = self.store.history(inst.id)
         inst.inbox = self.store.inbox(inst.id)
+        inst.dispatched = {e["EventId"] for e in inst.history if e["EventType"] in SCHEDULING_TYPES}
 
     # -- episodes ---------------------------------------------------------------------------------
     def _run_episode(self, inst: Instance) -> None:
@@ -418,7 +420,7 @@ class DurableEngine:
         row["status"], row["output"], row["updated"] = status, output, ts
         batch.instances.append(dict(row))
         batch.clear_pending.append(inst.id)
-        if row["parent_id"]:
+        if row["parent_id"] and row["parent_id"] in self.active:  # a finished parent no longer listens
             deliveries.append(InboxMessage(row["parent_id"], row["parent_execution_id"], parent_event))
 
     def _finish_terminated(self, inst: Instance, event: dict, ts: str, batch: Batch,
