@@ -31,5 +31,10 @@ def steps_not_run(payload: dict) -> dict:
 
 
 @bp.activity_trigger(input_name="payload")
+def cancel_steps(payload: dict) -> dict:
+    return run_lifecycle.cancel_steps(payload["runId"], payload["steps"])
+
+
+@bp.activity_trigger(input_name="payload")
 def run_finished(payload: dict) -> dict:
     return run_lifecycle.mark_run_finished(payload["runId"], payload["status"], payload.get("failedSteps") or [])

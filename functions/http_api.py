@@ -8,7 +8,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from functions.http_support import api_handler, json_response, read_json
-from orchestrations.pipeline_run import ORCHESTRATOR_NAME
+from orchestrations.pipeline_run import CANCEL_EVENT, ORCHESTRATOR_NAME
 from shared import control
 from shared.errors import UnsupportedMediaType
 
@@ -104,6 +104,16 @@ async def list_runs(req: func.HttpRequest) -> func.HttpResponse:
 @api_handler
 async def get_run(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(control.get_run(req.route_params["run_id"]))
+
+
+@bp.route(route="runs/{run_id}/cancel", methods=["POST"])
+@bp.durable_client_input(client_name="client")
+@api_handler
+async def cancel_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    run, notify = control.request_cancel(req.route_params["run_id"])
+    if notify:
+        await client.raise_event(run["Id"], CANCEL_EVENT, {})
+    return json_response(run, 202, {"Location": f"/api/runs/{run['Id']}"})
 
 
 @bp.route(route="runs/{run_id}/steps/{step}/logs", methods=["GET"])

@@ -26,6 +26,7 @@ from shared.statuses import RunStatus, StepStatus
 bp = df.Blueprint()
 
 ORCHESTRATOR_NAME = "pipeline_run"
+CANCEL_EVENT = "CancelRequested"
 DEFAULT_POLL_SECONDS = 5.0
 
 
@@ -51,6 +52,9 @@ class _StepTasks:
 
     def tasks(self) -> list:
         return list(self.task_of.values())
+
+    def handles(self) -> dict[str, dict | None]:
+        return {step: handle for step, (stage, handle) in self.stage_of.items()}
 
 
 def _progress_of(task) -> dict:
@@ -90,9 +94,20 @@ def pipeline_run(context: df.DurableOrchestrationContext):
 
     reused = (yield context.call_activity("run_plan", {"runId": run_id}))["reused"]
     start_ready_steps()
+    cancel_requested = context.wait_for_external_event(CANCEL_EVENT)
+    canceled = False
 
     while in_flight:
-        finished_task = yield context.task_any(in_flight.tasks())
+        waiting_on = in_flight.tasks() + ([] if canceled else [cancel_requested])
+        finished_task = yield context.task_any(waiting_on)
+        if finished_task is cancel_requested:
+            canceled = True
+            not_started = planner.cancel()
+            if not_started:
+                yield context.call_activity("steps_not_run", {"runId": run_id, "steps": {StepStatus.CANCELED: not_started}})
+            # Stop what runs on compute; each step's own task then reports it Canceled.
+            yield context.call_activity("cancel_steps", {"runId": run_id, "steps": in_flight.handles()})
+            continue
         step, stage, handle = in_flight.pop(finished_task)
 
         if stage == "timer":
@@ -112,13 +127,16 @@ def pipeline_run(context: df.DurableOrchestrationContext):
             outputs_of[step] = progress.get("outputs") or {}
             planner.mark_done(step)
         else:
-            failed_steps.append(step)
-            outcome = planner.mark_failed(step, continue_on_failure=continue_on_failure)
+            if status == StepStatus.CANCELED:
+                outcome = planner.mark_canceled(step)
+            else:
+                failed_steps.append(step)
+                outcome = planner.mark_failed(step, continue_on_failure=continue_on_failure)
             not_run = {StepStatus.SKIPPED: outcome.skipped, StepStatus.CANCELED: outcome.canceled}
             if outcome.skipped or outcome.canceled:
                 yield context.call_activity("steps_not_run", {"runId": run_id, "steps": not_run})
         start_ready_steps()
 
-    final = RunStatus.FAILED if failed_steps else RunStatus.FINISHED
+    final = RunStatus.CANCELED if canceled else RunStatus.FAILED if failed_steps else RunStatus.FINISHED
     yield context.call_activity("run_finished", {"runId": run_id, "status": final, "failedSteps": failed_steps})
     return {"runId": run_id, "status": final, "failedSteps": failed_steps}

@@ -125,6 +125,9 @@ def cmd_runs(args) -> int:
                 print(f"{run['Id']}  {run['Status']:<10} {run.get('ExperimentName') or '':<24} {run.get('CreatedTimeUtc')}")
     elif args.runs_command == "show":
         _emit(args, client.get_run(args.run_id))
+    elif args.runs_command == "cancel":
+        run = client.cancel_run(args.run_id)
+        _emit(args, run if args.output == "json" else f"run {run['Id']} {run['Status']}")
     elif args.runs_command == "logs":
         print(client.get_step_logs(args.run_id, args.step), end="")
     elif args.runs_command == "fingerprint":
@@ -243,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs_list.add_argument("--status")
     runs_list.add_argument("--pipeline")
     runs_list.add_argument("--top", type=int)
-    for name in ("show",):
+    for name in ("show", "cancel"):
         sub = runs_commands.add_parser(name)
         sub.add_argument("run_id")
     for name in ("logs", "fingerprint", "explain"):

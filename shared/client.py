@@ -106,6 +106,9 @@ class PipelineClient:
     def list_runs(self, **filters) -> list[dict]:
         return self.request("GET", "/api/runs", query=filters)["value"]
 
+    def cancel_run(self, run_id: str) -> dict:
+        return self.request("POST", f"/api/runs/{_quote(run_id)}/cancel")
+
     def get_step_logs(self, run_id: str, step: str) -> str:
         return self.request("GET", f"/api/runs/{_quote(run_id)}/steps/{_quote(step)}/logs", raw=True)
 

@@ -24,6 +24,7 @@ from shared.registry import PipelineRegistry
 from shared.runs import RunRecord, RunStore, StepRecord, new_run_id
 from shared.settings import get_settings
 from shared.spec import load_definition, parse_definition, validate_parameter_assignments
+from shared.statuses import RunStatus
 
 
 def health() -> dict:
@@ -221,6 +222,22 @@ def list_runs(experiment: str | None = None, status: str | None = None, pipeline
             raise InvalidRequest("top: must be between 1 and 1000")
     runs = RunStore().list_runs(experiment=experiment, status=status, pipeline_id=pipeline_id, top=top or 100)
     return [_run_api(run, None) for run in runs]
+
+
+def request_cancel(run_id: str) -> tuple[dict, bool]:
+    """Mark the run CancelRequested; (run body, whether the orchestration must be told).
+
+    Cancelling a run that already ended changes nothing (as in Azure ML) and is not an error.
+    """
+    def mark(run: RunRecord) -> None:
+        if not RunStatus(run.Status).is_terminal:
+            run.Status = RunStatus.CANCEL_REQUESTED.value
+
+    before = RunStore().get_run(run_id, with_steps=False)
+    if RunStatus(before.Status).is_terminal:
+        return get_run(run_id), False
+    RunStore().modify_run(run_id, mark)
+    return get_run(run_id), True
 
 
 def get_step_logs(run_id: str, step: str) -> str:

@@ -7,8 +7,12 @@ Each is idempotent (Durable may run an activity twice): a terminal record is nev
 
 from __future__ import annotations
 
+import time
+
+from shared.errors import NotFound
 from shared.runs import RunRecord, RunStore, StepRecord, utc_now
 from shared.statuses import RunStatus, StepStatus
+from shared.storage import parallel_map
 
 
 def mark_steps_not_run(run_id: str, steps_by_status: dict[str, list[str]]) -> dict:
@@ -50,3 +54,45 @@ def mark_run_finished(run_id: str, status: str, failed_steps: list[str]) -> dict
 
     run = store.modify_run(run_id, finish)
     return {"status": run.Status}
+
+
+def _job_handle_of(store: RunStore, run_id: str, step: str, known: dict | None, wait_seconds: float) -> dict | None:
+    """The step's compute job handle: the orchestrator's, else the step's Running record's.
+
+    A step whose step_start is still in flight writes its Running record (with the handle) within
+    moments of submitting, so wait a little for it rather than miss the job.
+    """
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        if known:
+            return known
+        try:
+            record = store.get_step(run_id, step)
+            if StepStatus(record.Status).is_terminal:
+                return None
+            if record.JobHandle:
+                return record.JobHandle
+        except NotFound:
+            pass
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)
+
+
+def cancel_steps(run_id: str, steps: dict[str, dict | None], wait_seconds: float = 3.0) -> dict:
+    """Cancel the compute jobs of steps in flight (run cancel). Idempotent: cancelling an ended job is a no-op."""
+    from shared.compute import JobHandle, get_backend  # compute backends load lazily
+
+    store = RunStore()
+
+    def cancel(item: tuple[str, dict | None]) -> str | None:
+        step, known = item
+        handle = _job_handle_of(store, run_id, step, known, wait_seconds)
+        if handle is None:
+            return None
+        job = JobHandle.from_dict(handle)
+        get_backend(job.backend).cancel(job)
+        return step
+
+    canceled = [step for step in parallel_map(cancel, list(steps.items())) if step]
+    return {"canceled": canceled}

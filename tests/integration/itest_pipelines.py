@@ -34,6 +34,8 @@ STEP_SCRIPT = textwrap.dedent('''
     if args.fail == "True":
         print("step " + args.name + " is failing on purpose", file=sys.stderr)
         sys.exit(3)
+    if args.marker:
+        (pathlib.Path(args.marker) / (args.name + ".done")).write_text("done")
     text = ""
     for item in args.input:
         path = pathlib.Path(item)

@@ -7,6 +7,8 @@ a fingerprint (parameters, data) and what does not.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from itest_pipelines import publish, run_count, step, write_pipeline
@@ -136,3 +138,26 @@ def test_failing_step_fails_the_run_and_skips_downstream(client, tmp_path, uploa
     assert steps["right"]["Status"] == "Completed"  # already running when left failed
     assert "left" in run["Error"]["message"]
     assert "failing on purpose" in client.get_step_logs(run["Id"], "left")
+
+
+def test_cancel_stops_the_running_step_and_cancels_the_rest(client, tmp_path, uploaded):
+    marker = tmp_path / "marker"
+    definition = diamond(marker, "cancel")
+    definition["parameters"]["sleep_prep"] = 30.0
+    definition["steps"][0] = step("prep", inputs={"raw": "datasets.raw"}, outputs=["clean"], sleep_param=True)
+    pipeline = publish(client, write_pipeline(tmp_path / "p", definition))
+    run_id = client.submit(pipeline["Id"], "itest")["Id"]
+    deadline = time.monotonic() + 30
+    while steps_by_name(client.get_run(run_id))["prep"]["Status"] != "Running":
+        assert time.monotonic() < deadline, "prep never started"
+        time.sleep(0.1)
+    requested = client.cancel_run(run_id)
+    assert requested["Status"] in ("CancelRequested", "Canceled")
+    run = client.wait_for_run(run_id, poll_seconds=0.1, timeout=30)
+    assert run["Status"] == "Canceled"
+    statuses = {name: item["Status"] for name, item in steps_by_name(run).items()}
+    assert statuses["prep"] == "Canceled"
+    assert {statuses["left"], statuses["right"], statuses["join"]} <= {"Canceled", "Skipped"}
+    assert run_count(marker, "prep") == 1 and not (marker / "prep.done").exists()  # killed mid-sleep
+    # cancelling again, once it ended, changes nothing
+    assert client.cancel_run(run_id)["Status"] == "Canceled"

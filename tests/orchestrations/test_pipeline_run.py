@@ -36,6 +36,11 @@ class History:
         self.builder.add_task_failed_event(task_id, reason, "details")
         return self
 
+    def raise_event(self, name: str) -> "History":
+        self.builder.add_orchestrator_started_event()
+        self.builder.add_event_raised_event(name, -1, json.dumps({}))
+        return self
+
     def fire_timer(self, task_id: int) -> "History":
         self.builder.add_orchestrator_started_event()
         self.builder.add_timer_fired_event(task_id, "2026-01-01T00:00:00.000000Z")
@@ -182,3 +187,16 @@ def test_an_activity_that_raises_counts_as_a_failed_step():
     actions = history.actions()
     assert actions[-1][1] == "steps_not_run"
     assert actions[-1][2]["steps"]["Skipped"] == ["b"]
+
+
+def test_cancel_stops_new_steps_cancels_running_ones_and_ends_canceled():
+    steps = {"a": [], "b": [], "after_a": ["a"]}
+    history = History(steps).complete(0, NOTHING_REUSED)  # ids 1, 2: step_start a, b
+    history.raise_event("CancelRequested")
+    assert history.actions()[-1] == ("activity", "steps_not_run", {"runId": "r1", "steps": {"Canceled": ["after_a"]}})
+    history.complete(3, {})
+    assert history.actions()[-1] == ("activity", "cancel_steps", {"runId": "r1", "steps": {"a": None, "b": None}})
+    history.complete(4, {"canceled": ["a", "b"]})
+    history.complete(1, done("Canceled")).complete(2, done())  # b had just completed
+    assert "after_a" not in started_steps(history.actions())
+    assert history.actions()[-1] == ("activity", "run_finished", {"runId": "r1", "status": "Canceled", "failedSteps": []})
