@@ -263,9 +263,9 @@ class RunStore:
                 except ResourceModifiedError:
                     _conflict_pause(attempt)
                     continue
-                if _index_metadata(updated) != before:
-                    self._write_index(updated)
             updated._etag = result.get("etag")
+            if _index_metadata(updated) != before:
+                self._sync_index(updated)
             return updated
         raise Conflict(f"run '{run_id}' kept changing; gave up after {_MAX_ETAG_ATTEMPTS} attempts")
 
@@ -279,32 +279,45 @@ class RunStore:
 
         return self.modify_run(run_id, apply)
 
-    def _write_index(self, record: RunRecord) -> None:
-        blob = self._container().get_blob_client(_index_name(record))
-        try:
-            blob.set_blob_metadata(_index_metadata(record))
-        except ResourceNotFoundError:
-            blob.upload_blob(b"", overwrite=True, metadata=_index_metadata(record))
+    def _sync_index(self, record: RunRecord) -> None:
+        """Make the index entry show `record`, which this process just wrote with ETag record.etag.
+
+        Two updaters may write their index entries in the opposite order of their run.json writes.
+        So after writing, check run.json is still the version indexed; if not, index the newer one.
+        Whoever indexes last has then seen the latest run.json, so the entry converges.
+        """
+        run_blob = self._container().get_blob_client(f"{_run_prefix(record.Id)}/run.json")
+        for _attempt in range(_MAX_ETAG_ATTEMPTS):
+            index_blob = self._container().get_blob_client(_index_name(record))
+            with translate_storage_errors(f"run index of '{record.Id}'"):
+                try:
+                    index_blob.set_blob_metadata(_index_metadata(record))
+                except ResourceNotFoundError:
+                    index_blob.upload_blob(b"", overwrite=True, metadata=_index_metadata(record))
+                if run_blob.get_blob_properties().etag == record.etag:
+                    return
+            record = self._read_run(record.Id)
 
     def list_runs(self, experiment: str | None = None, status: str | None = None,
                   pipeline_id: str | None = None, top: int = 100) -> list[RunRecord]:
-        """Runs newest first (without Steps), filtered on the index's metadata; at most `top`."""
+        """Runs newest first (without Steps) matching every given filter; at most `top`.
+
+        The index metadata narrows the candidates without downloading records; each candidate is
+        then checked against its record too, since an index entry is written just after its record.
+        """
         if top <= 0:
             return []
-        container = self._container()
-        wanted: list[str] = []
-        with translate_storage_errors("run index"):
-            for blob in container.list_blobs(name_starts_with="runindex/", include=["metadata"]):
-                meta = {k.lower(): v for k, v in (blob.metadata or {}).items()}
-                if experiment is not None and unquote(meta.get("experiment", "")) != experiment:
-                    continue
-                if status is not None and unquote(meta.get("status", "")) != status:
-                    continue
-                if pipeline_id is not None and unquote(meta.get("pipelineid", "")) != pipeline_id:
-                    continue
-                wanted.append(blob.name.split("_", 1)[1])
-                if len(wanted) >= top:
-                    break
+
+        def matches(experiment_value, status_value, pipeline_value) -> bool:
+            return ((experiment is None or experiment_value == experiment)
+                    and (status is None or status_value == status)
+                    and (pipeline_id is None or pipeline_value == pipeline_id))
+
+        def candidates():
+            for blob in self._container().list_blobs(name_starts_with="runindex/", include=["metadata"]):
+                meta = {k.lower(): unquote(v) for k, v in (blob.metadata or {}).items()}
+                if matches(meta.get("experiment"), meta.get("status"), meta.get("pipelineid") or None):
+                    yield blob.name.split("_", 1)[1]
 
         def read(run_id: str) -> RunRecord | None:
             try:
@@ -312,7 +325,19 @@ class RunStore:
             except NotFound:
                 return None
 
-        return [r for r in parallel_map(read, wanted) if r is not None]
+        found: list[RunRecord] = []
+        with translate_storage_errors("run index"):
+            batch: list[str] = []
+            for run_id in candidates():
+                batch.append(run_id)
+                if len(batch) < top - len(found):
+                    continue
+                found += [r for r in parallel_map(read, batch) if r and matches(r.ExperimentName, r.Status, r.PipelineId)]
+                batch = []
+                if len(found) >= top:
+                    return found[:top]
+            found += [r for r in parallel_map(read, batch) if r and matches(r.ExperimentName, r.Status, r.PipelineId)]
+        return found[:top]
 
     # ----- steps ---------------------------------------------------------------------------
 

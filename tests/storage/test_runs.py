@@ -138,3 +138,22 @@ def test_fingerprint_ingredients_round_trip(store):
 def test_time_normalisation():
     assert to_utc_iso("2026-01-01T01:00:00+01:00") == "2026-01-01T00:00:00.000Z"
     assert to_utc_iso(datetime(2026, 1, 1)) == "2026-01-01T00:00:00.000Z"
+
+
+def test_index_status_follows_concurrent_status_changes(store):
+    run = make_run()
+    store.create_run(run)
+    statuses = ["Running", "CancelRequested", "Failed", "Finished", "Canceled", "Running"]
+
+    def set_status(status):
+        store.update_run(run.Id, Status=status)
+
+    threads = [threading.Thread(target=set_status, args=(s,)) for s in statuses]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    final = store.get_run(run.Id, with_steps=False).Status
+    assert [r.Id for r in store.list_runs(status=final)] == [run.Id]
+    for other in set(statuses) - {final}:
+        assert store.list_runs(status=other) == []
