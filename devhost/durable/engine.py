@@ -21,7 +21,6 @@ import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..app_loader import FunctionIndex
 from . import history as h
@@ -201,13 +200,6 @@ class DurableEngine:
         self.store.commit(Batch(new_inbox=[message]))
         inst.inbox.append(message)
         self._queue(inst)
-
-    async def wait_idle(self, timeout: float = 30.0) -> bool:
-        """For tests and benchmarks: wait until no instance is active."""
-        deadline = time.monotonic() + timeout
-        while self.active and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        return not self.active
 
     # -- scheduling -------------------------------------------------------------------------------
     def _adopt(self, inst: Instance, inbox: list[InboxMessage]) -> None:
@@ -479,7 +471,15 @@ class DurableEngine:
             asyncio.ensure_future(self._run_async(activity, key, input_text))
             return
         future = self._pool.submit(run_sync_activity, activity, input_text)
-        future.add_done_callback(lambda f: self._loop.call_soon_threadsafe(self._activity_done, name, key, f))
+        future.add_done_callback(lambda f: self._from_pool_thread(name, key, f))
+
+    def _from_pool_thread(self, name: str, key: tuple[str, str, int], future: Future) -> None:
+        if self._closed or self._loop.is_closed():
+            return  # shutting down: the work item stays pending and runs again on the next start
+        try:
+            self._loop.call_soon_threadsafe(self._activity_done, name, key, future)
+        except RuntimeError:  # the loop closed in between
+            pass
 
     async def _run_async(self, activity, key, input_text) -> None:
         async with self._async_slots:
