@@ -57,6 +57,7 @@ class TimerFunction:
     name: str
     schedule: str
     run_on_startup: bool
+    use_monitor: bool | None
     trigger_arg: str
     user_function: Callable[..., Any]
     client_args: list[str]
@@ -144,7 +145,7 @@ def index_functions(app: func.FunctionRegister) -> FunctionIndex:
         elif kind == "timerTrigger":
             index.timers.append(TimerFunction(
                 name=name, schedule=trigger.schedule, run_on_startup=bool(getattr(trigger, "run_on_startup", False)),
-                trigger_arg=trigger.name, user_function=user, client_args=client_args,
+                use_monitor=getattr(trigger, "use_monitor", None), trigger_arg=trigger.name, user_function=user, client_args=client_args,
                 wants_context=_wants_context(user, bound),
             ))
         else:

@@ -84,7 +84,7 @@ async def serve(options: HostOptions, stop: asyncio.Event) -> None:
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", options.port).start()
         await engine.start()
-        timers = TimerScheduler(index.timers, front.call, binding)
+        timers = TimerScheduler(index.timers, front.call, binding, data_dir / "timers")
         timers.start()
         print(READY_MESSAGE.format(port=options.port), flush=True)
         await stop.wait()

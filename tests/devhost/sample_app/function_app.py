@@ -126,6 +126,11 @@ def ticker(timer: func.TimerRequest) -> None:
     append("ticks.txt", f"{time.time()} past_due={timer.past_due}")
 
 
+@app.timer_trigger(schedule="0 0 0 1 1 *", arg_name="timer", use_monitor=True)
+def yearly(timer: func.TimerRequest) -> None:
+    append("yearly.txt", f"past_due={timer.past_due}")
+
+
 # ---------------------------------------------------------------- orchestrations
 @app.orchestration_trigger(context_name="context")
 def sequence(context: df.DurableOrchestrationContext):
