@@ -17,7 +17,7 @@ def run_plan(payload: dict) -> dict:
 
 @bp.activity_trigger(input_name="payload")
 def step_start(payload: dict) -> dict:
-    return steps.start_step(payload["runId"], payload["step"], payload.get("upstream"))
+    return steps.start_step(payload["runId"], payload["step"], payload.get("upstream"), payload.get("attempt", 1))
 
 
 @bp.activity_trigger(input_name="payload")

@@ -119,7 +119,7 @@ async def cancel_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
 @bp.route(route="runs/{run_id}/steps/{step}/logs", methods=["GET"])
 @api_handler
 async def get_step_logs(req: func.HttpRequest) -> func.HttpResponse:
-    text = control.get_step_logs(req.route_params["run_id"], req.route_params["step"])
+    text = control.get_step_logs(req.route_params["run_id"], req.route_params["step"], req.params.get("attempt"))
     return func.HttpResponse(text, status_code=200, mimetype="text/plain", charset="utf-8")
 
 

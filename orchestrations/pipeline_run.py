@@ -28,6 +28,9 @@ bp = df.Blueprint()
 ORCHESTRATOR_NAME = "pipeline_run"
 CANCEL_EVENT = "CancelRequested"
 DEFAULT_POLL_SECONDS = 5.0
+# An activity that raises hit infrastructure trouble (storage timeouts, compute API 429/5xx):
+# Durable retries it without counting a step attempt. A step's own failure is a returned result.
+INFRASTRUCTURE_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=2000, max_number_of_attempts=4)
 
 
 class _StepTasks:
@@ -54,7 +57,16 @@ class _StepTasks:
         return list(self.task_of.values())
 
     def handles(self) -> dict[str, dict | None]:
-        return {step: handle for step, (stage, handle) in self.stage_of.items()}
+        """{step: compute job handle, or None while its step_start is still in flight}."""
+        return {step: handle if stage in ("timer", "poll") else None for step, (stage, handle) in self.stage_of.items()}
+
+    def pop_stage(self, stage: str) -> list[tuple[str, object]]:
+        steps = [step for step, (current, _) in self.stage_of.items() if current == stage]
+        return [(step, self._pop_step(step)) for step in steps]
+
+    def _pop_step(self, step: str):
+        del self.stage_of[step]
+        return self.task_of.pop(step)
 
 
 def _progress_of(task) -> dict:
@@ -67,6 +79,9 @@ def _progress_of(task) -> dict:
 
 @bp.orchestration_trigger(context_name="context", orchestration=ORCHESTRATOR_NAME)
 def pipeline_run(context: df.DurableOrchestrationContext):
+    def call(activity: str, payload: dict):
+        return context.call_activity_with_retry(activity, INFRASTRUCTURE_RETRY, payload)
+
     plan = context.get_input()
     run_id = plan["runId"]
     continue_on_failure = bool(plan.get("continueOnStepFailure", False))
@@ -89,10 +104,10 @@ def pipeline_run(context: df.DurableOrchestrationContext):
                     outputs_of[step] = reused[step]
                     planner.mark_done(step)
                 else:
-                    in_flight.put(step, context.call_activity("step_start", step_input(step)), "start")
+                    in_flight.put(step, call("step_start", step_input(step)), "start")
             ready = planner.ready()
 
-    reused = (yield context.call_activity("run_plan", {"runId": run_id}))["reused"]
+    reused = (yield call("run_plan", {"runId": run_id}))["reused"]
     start_ready_steps()
     cancel_requested = context.wait_for_external_event(CANCEL_EVENT)
     canceled = False
@@ -103,20 +118,33 @@ def pipeline_run(context: df.DurableOrchestrationContext):
         if finished_task is cancel_requested:
             canceled = True
             not_started = planner.cancel()
+            for step, retry_timer in in_flight.pop_stage("retry"):  # waiting to retry: nothing runs
+                retry_timer.cancel()
+                planner.mark_canceled(step)
+                not_started.append(step)
             if not_started:
-                yield context.call_activity("steps_not_run", {"runId": run_id, "steps": {StepStatus.CANCELED: not_started}})
+                yield call("steps_not_run", {"runId": run_id, "steps": {StepStatus.CANCELED: not_started}})
             # Stop what runs on compute; each step's own task then reports it Canceled.
-            yield context.call_activity("cancel_steps", {"runId": run_id, "steps": in_flight.handles()})
+            yield call("cancel_steps", {"runId": run_id, "steps": in_flight.handles()})
             continue
         step, stage, handle = in_flight.pop(finished_task)
 
         if stage == "timer":
-            poll = context.call_activity("step_poll", step_input(step, handle=handle))
+            poll = call("step_poll", step_input(step, handle=handle))
             in_flight.put(step, poll, "poll", handle)
+            continue
+        if stage == "retry":
+            attempt = call("step_start", step_input(step, attempt=handle["attempt"]))
+            in_flight.put(step, attempt, "start")
             continue
 
         progress = _progress_of(finished_task)
         status = progress["status"]
+        if status == StepStatus.RUNNING and progress.get("retry"):
+            retry = progress["retry"]
+            timer = context.create_timer(context.current_utc_datetime + timedelta(seconds=float(retry["afterSeconds"])))
+            in_flight.put(step, timer, "retry", retry)
+            continue
         if status == StepStatus.RUNNING:
             wait = float(progress.get("pollAfterSeconds") or DEFAULT_POLL_SECONDS)
             timer = context.create_timer(context.current_utc_datetime + timedelta(seconds=wait))
@@ -134,9 +162,9 @@ def pipeline_run(context: df.DurableOrchestrationContext):
                 outcome = planner.mark_failed(step, continue_on_failure=continue_on_failure)
             not_run = {StepStatus.SKIPPED: outcome.skipped, StepStatus.CANCELED: outcome.canceled}
             if outcome.skipped or outcome.canceled:
-                yield context.call_activity("steps_not_run", {"runId": run_id, "steps": not_run})
+                yield call("steps_not_run", {"runId": run_id, "steps": not_run})
         start_ready_steps()
 
     final = RunStatus.CANCELED if canceled else RunStatus.FAILED if failed_steps else RunStatus.FINISHED
-    yield context.call_activity("run_finished", {"runId": run_id, "status": final, "failedSteps": failed_steps})
+    yield call("run_finished", {"runId": run_id, "status": final, "failedSteps": failed_steps})
     return {"runId": run_id, "status": final, "failedSteps": failed_steps}

@@ -109,8 +109,9 @@ class PipelineClient:
     def cancel_run(self, run_id: str) -> dict:
         return self.request("POST", f"/api/runs/{_quote(run_id)}/cancel")
 
-    def get_step_logs(self, run_id: str, step: str) -> str:
-        return self.request("GET", f"/api/runs/{_quote(run_id)}/steps/{_quote(step)}/logs", raw=True)
+    def get_step_logs(self, run_id: str, step: str, attempt: int | None = None) -> str:
+        return self.request("GET", f"/api/runs/{_quote(run_id)}/steps/{_quote(step)}/logs",
+                            query={"attempt": attempt}, raw=True)
 
     def get_step_fingerprint(self, run_id: str, step: str) -> dict:
         return self.request("GET", f"/api/runs/{_quote(run_id)}/steps/{_quote(step)}/fingerprint")

@@ -240,8 +240,13 @@ def request_cancel(run_id: str) -> tuple[dict, bool]:
     return get_run(run_id), True
 
 
-def get_step_logs(run_id: str, step: str) -> str:
+def get_step_logs(run_id: str, step: str, attempt: str | None = None) -> str:
+    """The step's log, or with `attempt` the kept log of an earlier, failed attempt."""
     _require_step(run_id, step)
+    if attempt is not None:
+        if not str(attempt).isdigit() or int(attempt) < 1:
+            raise InvalidRequest(f"attempt: expected a positive whole number, got {attempt!r}")
+        return RunStore().get_log(run_id, step, int(attempt))
     return RunStore().get_log(run_id, step)
 
 

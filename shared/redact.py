@@ -20,8 +20,19 @@ SECRET_SETTINGS = ("MLPIPE_FUNCTION_KEY", "AzureWebJobsStorage", "MLPIPE_SERVICE
                    "DATABRICKS_TOKEN", "AZURE_CLIENT_SECRET")
 
 
+# Secret values read at run time from settings a definition names (e.g. a compute's token_setting):
+# their setting names follow no pattern, so the code that reads them registers the values here.
+_registered: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Redact `value` wherever it appears from now on, in this process."""
+    if value and len(value) >= 8:
+        _registered.add(value)
+
+
 def _secret_values() -> list[str]:
-    values = []
+    values = sorted(_registered, key=len, reverse=True)
     for name, value in os.environ.items():
         if value and len(value) >= 8 and (name in SECRET_SETTINGS or name.endswith(("_KEY", "_SECRET", "_TOKEN", "_PASSWORD"))):
             values.append(value)

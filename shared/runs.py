@@ -20,6 +20,7 @@ import random
 import secrets
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable, Literal, Optional, Union
 from urllib.parse import quote, unquote
 
@@ -35,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from shared.errors import Conflict, InvalidRequest, NotFound
 from shared.settings import get_settings
-from shared.storage import ensure_container, parallel_map, translate_storage_errors
+from shared.storage import BLOB_CONCURRENCY, BLOCK_SIZE, ensure_container, parallel_map, translate_storage_errors
 
 RunStatus = Literal["NotStarted", "Queued", "Running", "CancelRequested", "Finished", "Failed", "Canceled"]
 StepStatus = Literal["NotStarted", "Queued", "Running", "CancelRequested", "Completed", "Failed", "Canceled",
@@ -360,6 +361,18 @@ class RunStore:
             self._container().upload_blob(f"{_step_prefix(run_id, step)}/log.txt", text.encode("utf-8"),
                                           overwrite=True)
 
+    def upload_log_file(self, run_id: str, step: str, local_file: Path) -> None:
+        """Replace the step's log with a local file, streamed (logs can be large)."""
+        size = local_file.stat().st_size if local_file.exists() else 0
+        blob = self._container().get_blob_client(f"{_step_prefix(run_id, step)}/log.txt")
+        with translate_storage_errors(f"log of step '{step}' in run '{run_id}'"):
+            if size == 0:
+                blob.upload_blob(b"", overwrite=True)
+                return
+            with open(local_file, "rb") as stream:
+                blob.upload_blob(stream, length=size, overwrite=True,
+                                 max_concurrency=BLOB_CONCURRENCY if size > BLOCK_SIZE else 1)
+
     def append_log(self, run_id: str, step: str, text: str) -> None:
         """Append `text` to the step's log (an append blob; a log written by put_log is converted).
 
@@ -388,10 +401,22 @@ class RunStore:
         for start in range(0, len(data), _APPEND_BLOCK_LIMIT):
             blob.append_block(data[start:start + _APPEND_BLOCK_LIMIT])
 
-    def get_log(self, run_id: str, step: str) -> str:
+    def get_log(self, run_id: str, step: str, attempt: int | None = None) -> str:
+        """The step's log; with `attempt`, the kept log of that (failed, retried) attempt."""
+        name = "log.txt" if attempt is None else f"log.attempt{int(attempt)}.txt"
         with translate_storage_errors(f"log of step '{step}' in run '{run_id}'"):
-            data = self._container().download_blob(f"{_step_prefix(run_id, step)}/log.txt").readall()
+            data = self._container().download_blob(f"{_step_prefix(run_id, step)}/{name}").readall()
         return data.decode("utf-8", errors="replace")
+
+    def keep_attempt_log(self, run_id: str, step: str, attempt: int) -> None:
+        """Keep a failed attempt's log before the retry overwrites log.txt (no error if none)."""
+        try:
+            text = self.get_log(run_id, step)
+        except NotFound:
+            return
+        with translate_storage_errors(f"log of step '{step}' in run '{run_id}'"):
+            self._container().upload_blob(f"{_step_prefix(run_id, step)}/log.attempt{int(attempt)}.txt",
+                                          text.encode("utf-8"), overwrite=True)
 
     # ----- run plan (immutable once written) ------------------------------------------------
 

@@ -61,6 +61,13 @@ class Settings:
     scheduler_cron: str = "0 * * * * *"
     local_poll_seconds: float = 20.0
     extra_datastores: dict = field(default_factory=dict, repr=False)
+    # Remote compute (shared/compute/retry.py): transient errors (429, 5xx, connection resets)
+    # are retried this many times, with exponential backoff from base to max seconds plus jitter.
+    compute_retry_attempts: int = 5
+    compute_retry_base_seconds: float = 0.5
+    compute_retry_max_seconds: float = 30.0
+    # How long one poll activity waits on a data_transfer copy before handing back.
+    transfer_poll_seconds: float = 10.0
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -74,7 +81,17 @@ class Settings:
             scheduler_cron=_env("MLPIPE_SCHEDULER_CRON", "0 * * * * *"),
             local_poll_seconds=float(_env("MLPIPE_LOCAL_POLL_SECONDS", "20")),
             extra_datastores=datastores,
+            compute_retry_attempts=int(_env("MLPIPE_COMPUTE_RETRY_ATTEMPTS", "5")),
+            compute_retry_base_seconds=float(_env("MLPIPE_COMPUTE_RETRY_BASE_SECONDS", "0.5")),
+            compute_retry_max_seconds=float(_env("MLPIPE_COMPUTE_RETRY_MAX_SECONDS", "30")),
+            transfer_poll_seconds=float(_env("MLPIPE_TRANSFER_POLL_SECONDS", "10")),
         )
+
+
+def secret_setting(name: str) -> str | None:
+    """The value of the app setting `name` that a compute entry names as holding a secret (a
+    Databricks token, a client secret). Read at use, never cached in Settings, never logged."""
+    return _env(name)
 
 
 _cached: Settings | None = None

@@ -42,6 +42,7 @@ log = logging.getLogger("mlpipe.steps")
 
 REMOTE_POLL_SECONDS = 15.0
 LOCAL_POLL_SECONDS = 0.5
+MAX_RETRY_DELAY_SECONDS = 3600.0
 
 # Running records are written off the hot path; the final record of a step waits for its own.
 _record_writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mlpipe-records")
@@ -75,9 +76,13 @@ def _context(run_id: str, step_name: str) -> StepContext:
 
 
 def _progress(status: str, *, handle: dict | None = None, poll_after: float | None = None,
-              reused: bool = False, outputs: dict | None = None, error: dict | None = None) -> dict:
-    return {"status": status, "handle": handle, "pollAfterSeconds": poll_after, "reused": reused,
-            "outputs": outputs or {}, "error": error}
+              reused: bool = False, outputs: dict | None = None, error: dict | None = None,
+              retry: dict | None = None) -> dict:
+    progress = {"status": status, "handle": handle, "pollAfterSeconds": poll_after, "reused": reused,
+                "outputs": outputs or {}, "error": error}
+    if retry:
+        progress["retry"] = retry  # {"attempt": next attempt, "afterSeconds": backoff}
+    return progress
 
 
 # --- records ------------------------------------------------------------------------------------
@@ -111,7 +116,7 @@ def _inputs(ctx: StepContext, upstream_outputs: dict) -> dict[str, DataRef]:
     return refs
 
 
-def start_step(run_id: str, step_name: str, upstream_outputs: dict | None = None) -> dict:
+def start_step(run_id: str, step_name: str, upstream_outputs: dict | None = None, attempt: int = 1) -> dict:
     ctx = _context(run_id, step_name)
     planned_error = ctx.plan["steps"][step_name]["error"]
     if planned_error:
@@ -122,7 +127,7 @@ def start_step(run_id: str, step_name: str, upstream_outputs: dict | None = None
     if hit is not None and ctx.step.allow_reuse and not ctx.plan["regenerateOutputs"]:
         RunStore().put_step(run_id, reused_step_record(step_name, ctx.step.compute, ctx.fingerprint, hit))
         return _progress(StepStatus.COMPLETED.value, reused=True, outputs=outputs_body(hit.outputs))
-    return _submit(ctx, _inputs(ctx, upstream_outputs or {}), attempt=1)
+    return _submit(ctx, _inputs(ctx, upstream_outputs or {}), attempt=attempt)
 
 
 def _new_record(ctx: StepContext, **fields) -> StepRecord:
@@ -130,17 +135,19 @@ def _new_record(ctx: StepContext, **fields) -> StepRecord:
                       Fingerprint=ctx.fingerprint, StartTimeUtc=utc_now(), **fields)
 
 
-def _job_request(ctx: StepContext, inputs: dict[str, DataRef]) -> StepJobRequest:
+def _job_request(ctx: StepContext, inputs: dict[str, DataRef], attempt: int = 1) -> StepJobRequest:
     step = ctx.step
     source_hash = ctx.published.record.SourceSnapshots.get(step.name)
     source_dir = PipelineRegistry().ensure_snapshot_local(source_hash) if source_hash else None
+    # Steps without a script (databricks notebooks, data_transfer) leave `script` empty.
     script = (source_dir / step.script_name) if (source_dir and step.script_name) else None
     return StepJobRequest(
         run_id=ctx.run_id, step_name=step.name, script=str(script or ""), source_dir=str(source_dir or ""),
         arguments=substitute_arguments(step, ctx.plan["parameters"]), inputs=inputs,
         outputs={name: ctx.output_prefix(name) for name in step.outputs},
         environment={k: str(v) for k, v in (step.environment or {}).items() if not isinstance(v, (dict, list))},
-        compute_name=step.compute, compute_settings=_compute_settings(ctx))
+        compute_name=step.compute, compute_settings=_compute_settings(ctx),
+        step_type=step.type, step_settings=dict(step.settings), attempt=attempt)
 
 
 def _compute_settings(ctx: StepContext) -> dict:
@@ -154,7 +161,7 @@ def _wait_seconds(ctx: StepContext) -> float:
 
 def _submit(ctx: StepContext, inputs: dict[str, DataRef], attempt: int) -> dict:
     backend = get_backend(ctx.compute_type)
-    handle = backend.submit(_job_request(ctx, inputs))
+    handle = backend.submit(_job_request(ctx, inputs, attempt))
     record = _new_record(ctx, JobHandle=handle.to_dict(), Attempt=attempt)
     _write_in_background(ctx.run_id, record)
     return _follow(ctx, record, backend.poll(handle, _wait_seconds(ctx)), inputs)
@@ -189,7 +196,26 @@ def _follow(ctx: StepContext, record: StepRecord, status: JobStatus, inputs: dic
         return _complete(ctx, record, status)
     if status.state == "Canceled":
         return _finish(ctx, record, StepStatus.CANCELED, None)
-    return _finish(ctx, record, StepStatus.FAILED, {"code": "StepFailed", "message": status.error or "step failed"})
+    error = {"code": "StepFailed", "message": status.error or "step failed"}
+    if record.Attempt <= ctx.step.max_retries:
+        return _retry_later(ctx, record, error)
+    return _finish(ctx, record, StepStatus.FAILED, error)
+
+
+def _retry_later(ctx: StepContext, record: StepRecord, error: dict) -> dict:
+    """The attempt failed and retries remain: keep its log, tell the orchestrator when to retry.
+
+    The delay doubles with every attempt (retry_interval_seconds, 2x, 4x, ...), capped at an hour.
+    """
+    RunStore().keep_attempt_log(ctx.run_id, ctx.step.name, record.Attempt)
+    delay = min(ctx.step.retry_interval_seconds * 2 ** (record.Attempt - 1), MAX_RETRY_DELAY_SECONDS)
+    record.Error = ErrorInfo(code=error["code"], message=redact(
+        f"attempt {record.Attempt} of {ctx.step.max_retries + 1} failed, retrying in {delay:g}s: {error['message']}"))
+    record.JobHandle = None
+    _write_final(ctx.run_id, record)
+    log.info("run %s step %s: attempt %d failed; retry in %gs", ctx.run_id, ctx.step.name, record.Attempt, delay)
+    return _progress(StepStatus.RUNNING.value, retry={"attempt": record.Attempt + 1, "afterSeconds": delay},
+                     error=record.Error.model_dump())
 
 
 def _complete(ctx: StepContext, record: StepRecord, status: JobStatus) -> dict:

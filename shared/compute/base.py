@@ -44,6 +44,9 @@ class StepJobRequest(BaseModel):
     timeout_seconds: Optional[float] = None
     compute_name: str = "local"
     compute_settings: dict[str, Any] = Field(default_factory=dict)  # the definition's computes entry
+    step_type: str = "python"          # python | databricks | adla | data_transfer
+    step_settings: dict[str, Any] = Field(default_factory=dict)     # the step's backend settings
+    attempt: int = 1                   # part of a remote submit's idempotency key (a retry is a new job)
 
 
 class JobHandle(BaseModel):

@@ -29,7 +29,7 @@ from typing import Optional
 
 from shared.compute.base import JobHandle, JobStatus, StepJobRequest, parse_metrics, substitute_data_placeholders
 from shared.datastore import default_datastore, get_datastore
-from shared.errors import NotFound
+from shared.errors import ComputeError, InvalidRequest, NotFound
 from shared.runs import RunStore, check_path_segment
 from shared.settings import get_settings
 from shared.storage import parallel_map
@@ -93,12 +93,16 @@ class LocalBackend:
         handle_id = uuid.uuid4().hex
         log_path = work_dir / "log.txt"
         with open(log_path, "ab") as stdout_sink:
-            process = subprocess.Popen(
-                [sys.executable, request.script, *arguments],
-                cwd=work_dir, env=_child_environment(request, work_dir, handle_id),
-                stdin=subprocess.DEVNULL, stdout=stdout_sink, stderr=subprocess.PIPE,
-                start_new_session=True,  # its own process group: cancel reaches its children too
-            )
+            try:
+                process = subprocess.Popen(
+                    [sys.executable, request.script, *arguments],
+                    cwd=work_dir, env=_child_environment(request, work_dir, handle_id),
+                    stdin=subprocess.DEVNULL, stdout=stdout_sink, stderr=subprocess.PIPE,
+                    start_new_session=True,  # its own process group: cancel reaches its children too
+                )
+            except OSError as exc:
+                raise ComputeError(f"step '{request.step_name}': could not start the script process "
+                                   f"({exc.strerror or type(exc).__name__})") from exc
         tail: collections.deque = collections.deque(maxlen=STDERR_TAIL_LINES)
         stderr_done, exited = threading.Event(), threading.Event()
         _start_helper(_pump_stderr, process.stderr, log_path, tail, stderr_done)
@@ -157,11 +161,10 @@ class LocalBackend:
                 status = JobStatus(state="Failed", metrics=metrics,
                                    error=f"timed out after {job.request.timeout_seconds:g}s")
             elif code == 0:
-                _commit_outputs(job)
-                status = JobStatus(state="Completed", metrics=metrics, outputs=dict(job.request.outputs))
+                status = _commit_outputs(job, metrics)
             else:
                 status = JobStatus(state="Failed", metrics=metrics, error=_failure_message(code, job.stderr_tail))
-            RunStore().put_log(job.request.run_id, job.request.step_name, _read_log(job.work_dir))
+            RunStore().upload_log_file(job.request.run_id, job.request.step_name, job.work_dir / "log.txt")
             job.final = status
             return status
 
@@ -196,9 +199,10 @@ class LocalBackend:
 
 
 def _wipe(work_dir: Path) -> None:
+    """Start from an empty work folder (inputs/ and outputs/ are created only when a step has them)."""
     if work_dir.exists():
         shutil.rmtree(work_dir)
-    (work_dir / "inputs").mkdir(parents=True)
+    work_dir.mkdir(parents=True)
 
 
 def _stage_inputs(request: StepJobRequest, inputs_dir: Path) -> dict[str, str]:
@@ -274,10 +278,18 @@ def _failure_message(code: int, stderr_tail: collections.deque) -> str:
     return f"{message}; last lines of stderr:\n{tail}" if tail else message
 
 
-def _commit_outputs(job: _LocalJob) -> None:
+def _commit_outputs(job: _LocalJob, metrics: dict) -> JobStatus:
+    """Upload and commit every output; Completed, or Failed if the script wrote an unusable file name.
+
+    Storage failures propagate (the next poll retries); a bad name would fail every retry.
+    """
     datastore = default_datastore()
-    parallel_map(lambda name: datastore.upload_output(job.output_dirs[name], job.request.outputs[name]),
-                 list(job.request.outputs))
+    try:
+        parallel_map(lambda name: datastore.upload_output(job.output_dirs[name], job.request.outputs[name]),
+                     list(job.request.outputs))
+    except InvalidRequest as error:
+        return JobStatus(state="Failed", metrics=metrics, error=f"output not uploaded: {error.message}")
+    return JobStatus(state="Completed", metrics=metrics, outputs=dict(job.request.outputs))
 
 
 def _read_metrics(path: Path) -> dict:

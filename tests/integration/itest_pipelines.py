@@ -25,13 +25,15 @@ STEP_SCRIPT = textwrap.dedent('''
     parser.add_argument("--marker")
     parser.add_argument("--sleep", type=float, default=0)
     parser.add_argument("--fail", default="False")
+    parser.add_argument("--fail-until", type=int, default=0)  # fail while this is run number < N
     args, _unknown = parser.parse_known_args()  # extra arguments only change the fingerprint
     if args.marker:
         pathlib.Path(args.marker).mkdir(parents=True, exist_ok=True)
         with open(pathlib.Path(args.marker) / (args.name + ".runs"), "a") as handle:
             handle.write("run\\n")
     time.sleep(args.sleep)
-    if args.fail == "True":
+    runs = len((pathlib.Path(args.marker) / (args.name + ".runs")).read_text().splitlines()) if args.marker else 1
+    if args.fail == "True" or runs < args.fail_until:
         print("step " + args.name + " is failing on purpose", file=sys.stderr)
         sys.exit(3)
     if args.marker:

@@ -161,3 +161,29 @@ def test_cancel_stops_the_running_step_and_cancels_the_rest(client, tmp_path, up
     assert run_count(marker, "prep") == 1 and not (marker / "prep.done").exists()  # killed mid-sleep
     # cancelling again, once it ended, changes nothing
     assert client.cancel_run(run_id)["Status"] == "Canceled"
+
+
+def test_failed_attempts_are_retried_with_their_logs_kept(client, tmp_path, uploaded):
+    marker = tmp_path / "marker"
+    definition = diamond(marker, "retries")
+    definition["steps"][0]["arguments"] += ["--fail-until", "3"]  # attempts 1 and 2 fail
+    definition["steps"][0].update(max_retries=2, retry_interval_seconds=0.1)
+    pipeline = publish(client, write_pipeline(tmp_path / "p", definition))
+    run = client.wait_for_run(client.submit(pipeline["Id"], "itest")["Id"], **WAIT)
+    assert run["Status"] == "Finished", run
+    prep = steps_by_name(run)["prep"]
+    assert prep["Status"] == "Completed" and prep["Attempt"] == 3 and prep["Error"] is None
+    assert run_count(marker, "prep") == 3
+    assert "failing on purpose" in client.get_step_logs(run["Id"], "prep", attempt=1)
+    assert "step prep done" in client.get_step_logs(run["Id"], "prep")
+
+
+def test_a_step_out_of_retries_fails(client, tmp_path, uploaded):
+    marker = tmp_path / "marker"
+    definition = diamond(marker, "noretriesleft")
+    definition["steps"][0]["arguments"] += ["--fail-until", "9"]
+    definition["steps"][0].update(max_retries=1, retry_interval_seconds=0.1)
+    pipeline = publish(client, write_pipeline(tmp_path / "p", definition))
+    run = client.wait_for_run(client.submit(pipeline["Id"], "itest")["Id"], **WAIT)
+    assert run["Status"] == "Failed"
+    assert run_count(marker, "prep") == 2

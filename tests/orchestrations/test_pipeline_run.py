@@ -57,7 +57,7 @@ class History:
             if "compoundActions" in action:
                 for child in action["compoundActions"]:
                     walk(child)
-            elif action["actionType"] == 0:
+            elif action["actionType"] in (0, 1):  # CallActivity, CallActivityWithRetry
                 flat.append(("activity", action["functionName"], json.loads(action["input"])))
             elif action["actionType"] == 5:
                 flat.append(("timer", action["fireAt"], None))
@@ -181,9 +181,19 @@ def test_continue_on_failure_runs_independent_branches():
     assert started_steps(history.actions()) == ["a", "b", "after_b"]
 
 
-def test_an_activity_that_raises_counts_as_a_failed_step():
+def test_an_activity_that_raises_is_retried_without_counting_a_step_attempt():
     history = History({"a": [], "b": ["a"]}).complete(0, NOTHING_REUSED)
-    history.fail(1, "Activity function 'step_start' failed: storage down")
+    history.fail(1, "Activity function 'step_start' failed: storage timeout")
+    assert started_steps(history.actions()) == ["a"]  # waiting on the retry timer, b not started
+    history.fire_timer(2).complete(3, done())
+    assert started_steps(history.actions()) == ["a", "b"]
+
+
+def test_an_activity_that_keeps_raising_fails_the_step():
+    history = History({"a": [], "b": ["a"]}).complete(0, NOTHING_REUSED)
+    for attempt_id in (1, 3, 5, 7):  # 4 attempts, each followed by its retry timer
+        history.fail(attempt_id, "Activity function 'step_start' failed: storage down")
+        history.fire_timer(attempt_id + 1)
     actions = history.actions()
     assert actions[-1][1] == "steps_not_run"
     assert actions[-1][2]["steps"]["Skipped"] == ["b"]
@@ -199,4 +209,22 @@ def test_cancel_stops_new_steps_cancels_running_ones_and_ends_canceled():
     history.complete(4, {"canceled": ["a", "b"]})
     history.complete(1, done("Canceled")).complete(2, done())  # b had just completed
     assert "after_a" not in started_steps(history.actions())
+    assert history.actions()[-1] == ("activity", "run_finished", {"runId": "r1", "status": "Canceled", "failedSteps": []})
+
+
+def test_failed_attempt_with_retries_left_waits_then_starts_the_next_attempt():
+    history = History({"a": []}).complete(0, NOTHING_REUSED)
+    history.complete(1, {"status": "Running", "retry": {"attempt": 2, "afterSeconds": 4}})
+    assert history.actions()[-1][0] == "timer"
+    history.fire_timer(2)
+    assert history.actions()[-1] == ("activity", "step_start", {"runId": "r1", "step": "a", "upstream": {}, "attempt": 2})
+
+
+def test_cancel_while_waiting_to_retry_cancels_the_step_at_once():
+    history = History({"a": []}).complete(0, NOTHING_REUSED)
+    history.complete(1, {"status": "Running", "retry": {"attempt": 2, "afterSeconds": 600}})
+    history.raise_event("CancelRequested")
+    assert history.actions()[-1] == ("activity", "steps_not_run", {"runId": "r1", "steps": {"Canceled": ["a"]}})
+    history.complete(3, {})
+    history.complete(4, {"canceled": []})
     assert history.actions()[-1] == ("activity", "run_finished", {"runId": "r1", "status": "Canceled", "failedSteps": []})
