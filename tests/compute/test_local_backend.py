@@ -189,7 +189,7 @@ def test_resubmit_wipes_the_work_folder(backend, tmp_path):
     wait_done(backend, backend.submit(request))
     work = work_dir_for(request.run_id, request.step_name)
     assert (work / "leftover.txt").exists()
-    (work / "inputs" / "stale").mkdir()
+    (work / "inputs" / "stale").mkdir(parents=True)
     handle = backend.submit(request)
     assert not (work / "inputs" / "stale").exists()
     assert wait_done(backend, handle).state == "Completed"
@@ -213,3 +213,22 @@ def test_registry_and_metric_parsing(storage_env):
         get_backend("quantum")
     text = '{"name": "a", "value": 1}\nnot json\n{"a": 2, "b": true, "c": [3, 4]}\n[1]\n{"d": NaN}\n'
     assert parse_metrics(text) == {"a": [1, 2], "c": [3, 4]}
+
+
+def test_empty_output_and_unusable_output_names(backend, tmp_path):
+    script = write_script(tmp_path / "src", """
+        import pathlib, sys
+        pathlib.Path(sys.argv[1], "empty.txt").write_bytes(b"")
+        if len(sys.argv) > 2:
+            pathlib.Path(sys.argv[2], "bad\\\\name.txt").write_text("x")
+    """)
+    ok = request_for(script, arguments=["{outputs.out}"], outputs={"out": "runs/e1/step/out"})
+    assert wait_done(backend, backend.submit(ok)).state == "Completed"
+    manifest = default_datastore().read_manifest("runs/e1/step/out")
+    assert manifest["files"][0]["name"] == "empty.txt" and manifest["files"][0]["size"] == 0
+
+    bad = request_for(script, arguments=["{outputs.out}", "{outputs.odd}"],
+                      outputs={"out": "runs/e2/step/out", "odd": "runs/e2/step/odd"})
+    status = wait_done(backend, backend.submit(bad))
+    assert status.state == "Failed" and "bad\\\\name.txt" in status.error
+    assert not default_datastore().is_committed("runs/e2/step/odd")
