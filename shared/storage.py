@@ -137,7 +137,7 @@ def translate_storage_errors(what: str) -> Iterator[None]:
     except ResourceModifiedError as exc:
         raise Conflict(f"{what} was changed concurrently") from exc
     except ClientAuthenticationError as exc:
-        raise StorageError(f"{what}: storage refused the credentials ({_error_code(exc)})") from exc
+        raise StorageError(f"{what}: storage refused the credentials {_error_code(exc)}".rstrip()) from exc
     except HttpResponseError as exc:
         status = exc.status_code or 0
         detail = f"{what}: storage answered {status} {_error_code(exc)}".rstrip()
