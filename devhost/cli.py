@@ -36,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(getattr(logging, str(args.log_level).upper(), logging.INFO))
     app_root = args.app_root.resolve()
+    if not app_root.is_dir():
+        print(f"devhost: app root {app_root} is not a folder", file=sys.stderr, flush=True)
+        return 2
+    os.chdir(app_root)  # like the Functions host: the app runs in its own folder, relative paths resolve there
     apply_local_settings(app_root)
     try:
         asyncio.run(run_until_signalled(HostOptions(app_root=app_root, port=args.port)))
