@@ -157,3 +157,19 @@ def test_index_status_follows_concurrent_status_changes(store):
     assert [r.Id for r in store.list_runs(status=final)] == [run.Id]
     for other in set(statuses) - {final}:
         assert store.list_runs(status=other) == []
+
+
+def test_log_file_upload_attempt_logs_and_plan(store, tmp_path):
+    run = make_run()
+    store.create_run(run)
+    log_file = tmp_path / "log.txt"
+    log_file.write_text("attempt one failed\n")
+    store.upload_log_file(run.Id, "train", log_file)
+    store.keep_attempt_log(run.Id, "train", 1)
+    log_file.write_text("")
+    store.upload_log_file(run.Id, "train", log_file)
+    assert store.get_log(run.Id, "train") == ""
+    assert store.get_log(run.Id, "train", attempt=1) == "attempt one failed\n"
+    store.keep_attempt_log(run.Id, "never-ran", 1)  # nothing to keep is not an error
+    store.put_plan(run.Id, {"steps": {"a": []}})
+    assert store.get_plan(run.Id) == {"steps": {"a": []}}
