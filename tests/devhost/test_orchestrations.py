@@ -160,3 +160,7 @@ def test_many_concurrent_instances(api):
     ids = [api.start("sequence", [str(i)]).json()["id"] for i in range(20)]
     outputs = [api.wait(i)["output"] for i in ids]
     assert outputs == [[f"Hello {i}"] for i in range(20)]
+
+
+def test_activity_names_and_raw_name_alias(api):
+    assert api.run("alias_orch")["output"] == ["Hi object", "Hi name"]

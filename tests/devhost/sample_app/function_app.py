@@ -253,7 +253,20 @@ def slow_sequence(context: df.DurableOrchestrationContext):
     return spec["n"]
 
 
+@app.orchestration_trigger(context_name="context")
+def alias_orch(context: df.DurableOrchestrationContext):
+    by_object = yield context.call_activity(greet, "object")  # the SDK sends the raw __name__ "greet"
+    by_name = yield context.call_activity("greet_renamed", "name")
+    return [by_object, by_name]
+
+
 # ---------------------------------------------------------------- activities
+@app.function_name("greet_renamed")
+@app.activity_trigger(input_name="name")
+def greet(name: str) -> str:
+    return f"Hi {name}"
+
+
 @app.activity_trigger(input_name="name")
 def hello(name: str) -> str:
     return f"Hello {name}"
