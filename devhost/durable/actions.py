@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from azure.durable_functions.models.actions.ActionType import ActionType
+from azure.durable_functions.models.actions.CompoundAction import CompoundAction
 from azure.durable_functions.models.actions.NoOpAction import NoOpAction
 from azure.durable_functions.models.Task import TimerTask
 
@@ -84,3 +85,18 @@ def work_for_task(task_id: int, task: Any, now: dt.datetime) -> Work:
 def is_cancelled_timer(task: Any) -> bool:
     return isinstance(task, TimerTask) and task.is_cancelled
 
+
+
+def flatten_actions(actions: list) -> list:
+    """The extension's view: cumulative V2 actions with WhenAll/WhenAny flattened, in order.
+
+    The host takes task ids from the SDK's open tasks instead; tests use this to check that both
+    views agree (the n-th flattened id-taking action is the task with the n-th id).
+    """
+    flat = []
+    for action in actions:
+        if isinstance(action, CompoundAction):
+            flat.extend(flatten_actions(action.compound_tasks))
+        else:
+            flat.append(action)
+    return flat
