@@ -5,16 +5,21 @@ Work folder `<data_dir>/work/{run_id}/{step}/`, wiped at submit:
   outputs/{name}/     empty folders the script fills; uploaded and committed on exit 0
   log.txt             stdout and stderr, interleaved
   metrics.jsonl       MLPIPE_METRICS_FILE
+  result.json         the final JobStatus, written once the outputs are committed and the log uploaded
 
 Running processes are tracked in a process-wide dict keyed by handle id. A handle that is not
-in it comes from an earlier host process: that job cannot be followed (its output pipes and
-exit status are gone), so poll kills what is left of it and answers Lost.
+in it is answered from result.json when that job had finished (a host restart between "job done"
+and "step recorded" must not run the step again); otherwise it comes from an earlier host
+process and cannot be followed (its pipes and exit status are gone), so poll kills what is left
+of it and answers Lost. inputs/ and outputs/ are removed after a successful step (they are
+copies of blobs); a failed step's folder stays for inspection until the step is submitted again.
 """
 
 from __future__ import annotations
 
 import _thread
 import collections
+import json
 import os
 import shutil
 import signal
@@ -37,7 +42,10 @@ from shared.storage import parallel_map
 BACKEND_NAME = "local"
 STDERR_TAIL_LINES = 20
 # Settings that hold credentials: a step script has no business with them (and might print them).
+# Identity-based variants (`AzureWebJobsStorage__accountName`, ...) are matched by prefix.
 _SECRET_SETTINGS = ("AzureWebJobsStorage", "MLPIPE_FUNCTION_KEY", "MLPIPE_SERVICEBUS_CONNECTION")
+# Finished jobs kept in memory; older ones are answered from their result.json.
+_FINISHED_JOBS_KEPT = 256
 # Identifies this host process; a handle from another boot is recognisably foreign.
 _BOOT_ID = uuid.uuid4().hex
 
@@ -130,7 +138,7 @@ class LocalBackend:
         """Wait up to `wait_seconds` for the job to end; Running if it has not."""
         job = _jobs.get(handle.id)
         if job is None:
-            return _give_up_foreign_job(handle)
+            return _recorded_result(handle) or _give_up_foreign_job(handle)
         if job.final is not None:
             return job.final
         timeout = max(0.0, wait_seconds)
@@ -165,8 +173,13 @@ class LocalBackend:
             else:
                 status = JobStatus(state="Failed", metrics=metrics, error=_failure_message(code, job.stderr_tail))
             RunStore().upload_log_file(job.request.run_id, job.request.step_name, job.work_dir / "log.txt")
+            _write_result(job.work_dir, job.handle.id, status)
+            if status.state == "Completed":
+                for folder in ("inputs", "outputs"):
+                    shutil.rmtree(job.work_dir / folder, ignore_errors=True)
             job.final = status
-            return status
+        _forget_finished_jobs()
+        return status
 
     # ----- cancel and logs -----------------------------------------------------------------
 
@@ -174,7 +187,8 @@ class LocalBackend:
         """SIGTERM the job's process group, SIGKILL after the grace period. No-op if already ended."""
         job = _jobs.get(handle.id)
         if job is None:
-            _give_up_foreign_job(handle)
+            if _recorded_result(handle) is None:
+                _give_up_foreign_job(handle)
             return
         if job.exited.is_set():
             return
@@ -196,6 +210,39 @@ class LocalBackend:
 
 
 # ----- helpers ----------------------------------------------------------------------------
+
+
+def _write_result(work_dir: Path, handle_id: str, status: JobStatus) -> None:
+    """Atomically record the job's final status next to its log (temp file + rename)."""
+    temporary = work_dir / f".result.{handle_id}.tmp"
+    temporary.write_text(json.dumps({"handleId": handle_id, "status": status.model_dump(mode="json")}))
+    os.replace(temporary, work_dir / "result.json")
+
+
+def _recorded_result(handle: JobHandle) -> JobStatus | None:
+    """The final status recorded for exactly this handle, if its job finished."""
+    work_dir = handle.data.get("workDir")
+    if not work_dir:
+        return None
+    try:
+        recorded = json.loads((Path(work_dir) / "result.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if recorded.get("handleId") != handle.id:
+        return None  # the step was submitted again since; this handle's job is history
+    return JobStatus.model_validate(recorded["status"])
+
+
+def _forget_finished_jobs() -> None:
+    """Bound the in-memory job table: finished jobs beyond the newest few are dropped (their
+    result.json answers later polls)."""
+    with _jobs_lock:
+        finished = [handle_id for handle_id, job in _jobs.items() if job.final is not None]
+        for handle_id in finished[:max(0, len(finished) - _FINISHED_JOBS_KEPT)]:
+            job = _jobs.pop(handle_id)
+            key = (job.request.run_id, job.request.step_name)
+            if _jobs_by_step.get(key) == handle_id:
+                del _jobs_by_step[key]
 
 
 def _wipe(work_dir: Path) -> None:
@@ -224,7 +271,7 @@ def _child_environment(request: StepJobRequest, work_dir: Path, handle_id: str) 
     for spec in (get_settings().extra_datastores or {}).values():
         if isinstance(spec, dict) and spec.get("connection"):
             secrets.add(spec["connection"])
-    env = {k: v for k, v in os.environ.items() if k not in secrets}
+    env = {k: v for k, v in os.environ.items() if k not in secrets and k.split("__", 1)[0] not in secrets}
     env.update(request.environment)
     python_path = [request.source_dir] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     env.update({

@@ -206,8 +206,11 @@ def test_missing_dataset_and_unknown_placeholder_are_reported(backend, tmp_path)
 
 
 def test_registry_and_metric_parsing(storage_env):
-    assert isinstance(get_backend("local"), LocalBackend)
-    assert get_backend("local") is get_backend("local")
+    from shared.compute import register_backend
+
+    register_backend("test-local", LocalBackend)
+    assert isinstance(get_backend("test-local"), LocalBackend)
+    assert get_backend("test-local") is get_backend("test-local")  # one instance per process
     from shared.errors import ComputeError
     with pytest.raises(ComputeError):
         get_backend("quantum")
@@ -232,3 +235,22 @@ def test_empty_output_and_unusable_output_names(backend, tmp_path):
     status = wait_done(backend, backend.submit(bad))
     assert status.state == "Failed" and "bad\\\\name.txt" in status.error
     assert not default_datastore().is_committed("runs/e2/step/odd")
+
+
+def test_finished_job_is_answered_from_its_result_after_a_restart(backend, tmp_path):
+    """Host restarted after the job finished but before the step was recorded: no re-run (not Lost)."""
+    import shared.compute.local as local_module
+
+    script = write_script(tmp_path / "src", "import pathlib, sys; pathlib.Path(sys.argv[1], 'm.txt').write_text('m')\n")
+    request = request_for(script, arguments=["{outputs.model}"], outputs={"model": "runs/rr/step/model"})
+    handle = backend.submit(request)
+    status = wait_done(backend, handle)
+    assert status.state == "Completed"
+    work = work_dir_for(request.run_id, request.step_name)
+    assert not (work / "inputs").exists() and not (work / "outputs").exists()  # copies cleaned up
+    local_module._jobs.pop(handle.id)  # what a new host process would not have
+    assert backend.poll(handle) == status
+    backend.cancel(handle)  # cancelling a finished job from an earlier process is a no-op
+    # Once the step is submitted again, the old handle's job is history: Lost.
+    wait_done(backend, backend.submit(request))
+    assert backend.poll(handle).state == "Lost"
