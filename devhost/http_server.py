@@ -38,6 +38,23 @@ class InternalError(MlpipeError):
     status = 500
 
 
+@web.middleware
+async def json_errors(request: web.Request, handler):
+    """Whatever goes wrong in the host itself, the caller gets JSON (the durable SDK parses every body)."""
+    try:
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(PayloadTooLarge("The request body is too large."))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return web.json_response({"error": {"code": exc.reason.replace(" ", ""), "message": exc.reason}},
+                                 status=exc.status)
+    except Exception:
+        log.exception("host error on %s %s", request.method, request.path)
+        return error_response(InternalError("The host failed to process the request; see the host log."))
+
+
 class Route:
     def __init__(self, function: HttpFunction):
         self.function = function
@@ -61,7 +78,7 @@ class HttpFrontEnd:
 
     def application(self) -> web.Application:
         # client_max_size is a backstop; _read_body answers 413 itself
-        app = web.Application(client_max_size=self.max_request_bytes + 1)
+        app = web.Application(client_max_size=self.max_request_bytes + 1, middlewares=[json_errors])
         app.router.add_route("*", WEBHOOK_PATH + "/{tail:.*}", self._webhook)
         app.router.add_route("*", "/{path:.*}", self._dispatch)
         return app

@@ -75,3 +75,14 @@ def test_key_never_logged(host, api):
     api.run("sequence", ["log-check"])
     requests.get(f"{host.url}/api/boom", params={"code": host.key}, timeout=10)
     assert host.key not in host.output()
+
+
+def test_durable_webhook_errors_are_json(host, max_request_bytes):
+    base = f"{host.url}/runtime/webhooks/durabletask"
+    r = requests.post(f"{base}/orchestrators/sequence", data=b'"' + b"x" * max_request_bytes + b'"',
+                      headers=host.headers, timeout=10)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "PayloadTooLarge"
+    r = requests.get(f"{base}/nothing-here", headers=host.headers, timeout=10)
+    assert r.status_code == 404 and r.json()
+    r = requests.post(f"{base}/orchestrators/no_such_thing", headers=host.headers, timeout=10)
+    assert r.status_code == 400 and "doesn't exist" in r.json()["ExceptionMessage"]
