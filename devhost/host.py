@@ -80,7 +80,8 @@ async def serve(options: HostOptions, stop: asyncio.Event) -> None:
         front = HttpFrontEnd(index.http, route_prefix=config.route_prefix, keys=KeyChecker(key, rpc_secret),
                              max_request_bytes=config.max_request_bytes, binding_json=binding,
                              rpc=DurableRpc(engine, binding), pool=pool)
-        runner = web.AppRunner(front.application(), access_log=None, handle_signals=False)
+        runner = web.AppRunner(front.application(), access_log=None, handle_signals=False,
+                               shutdown_timeout=5.0)  # in-flight requests get 5 s on stop
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", options.port).start()
         await engine.start()
