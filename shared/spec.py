@@ -382,12 +382,53 @@ def _step_problems(
 
     if step.type in ("python", "adla") and not step.script_name:
         problems.append(f"{where}.script_name: required for a {step.type} step")
-    if step.type == "databricks" and not (step.script_name or step.settings.get("notebook_path")):
-        problems.append(f"{where}.script_name: required for a databricks step (or settings.notebook_path)")
+    if step.type == "databricks":
+        entry_points = [key for key in ("notebook_path", "python_script_path") if step.settings.get(key)]
+        if len(entry_points) != 1:
+            problems.append(f"{where}.settings.notebook_path: a databricks step needs exactly one of "
+                            "settings.notebook_path and settings.python_script_path")
     if step.type == "data_transfer" and (len(step.inputs) != 1 or len(step.outputs) != 1):
         problems.append(f"{where}.inputs: a data_transfer step takes exactly one input and one output")
+    problems += _backend_settings_problems(step, definition, where)
 
     problems += _step_path_problems(step, where, base_dir)
+    return problems
+
+
+# Which compute types each step type runs on ("local" is the built-in compute).
+STEP_COMPUTE_TYPES = {"python": ("local", "aml"), "databricks": ("databricks",), "adla": ("adla",),
+                      "data_transfer": ("local",)}
+
+
+def _secret_problems(settings: Mapping[str, Any], where: str) -> list[str]:
+    from shared.credentials import secret_keys_in  # light module; kept lazy like the other imports
+
+    return [f"{location}: secrets never go in a definition; put the value in an app setting and name that "
+            f"setting instead (token_setting, client_secret_setting)" for location in secret_keys_in(settings, where)]
+
+
+def _backend_settings_problems(step: StepSpec, definition: PipelineDefinition, where: str) -> list[str]:
+    problems = _secret_problems(step.settings, f"{where}.settings")
+    compute_type = "local" if step.compute == BUILTIN_COMPUTE else (
+        definition.computes[step.compute].type if step.compute in definition.computes else None)
+    allowed = STEP_COMPUTE_TYPES[step.type]
+    if compute_type is not None and compute_type not in allowed:
+        problems.append(f"{where}.compute: a {step.type} step cannot run on compute '{step.compute}' "
+                        f"(type {compute_type}); it needs {' or '.join(allowed)} compute")
+    for key, value in step.settings.items():
+        if any(namespace == "parameters" for namespace, _ in placeholders_in(json.dumps(value))):
+            problems.append(f"{where}.settings.{key}: {{parameters.X}} is not substituted in settings; "
+                            "pass parameters through arguments")
+    return problems
+
+
+def _compute_problems(definition: PipelineDefinition) -> list[str]:
+    problems: list[str] = []
+    for name, compute in definition.computes.items():
+        where = f"computes.{name}"
+        # Which settings a backend requires (host, workspace...) is checked by the backend at
+        # submit, naming the compute: a definition may be published before its compute exists.
+        problems += _secret_problems(compute.settings, where)
     return problems
 
 
@@ -407,7 +448,7 @@ def _step_path_problems(step: StepSpec, where: str, base_dir: Path | None) -> li
         problem = _local_path_problem(hash_path, base_dir, start=source)
         if problem:
             problems.append(f"{where}.hash_paths[{index}]: {problem}")
-    if step.script_name and step.type == "python":
+    if step.script_name and step.type in ("python", "adla"):
         source_root = base_dir / source if base_dir is not None else None
         problem = _local_path_problem(step.script_name, source_root, boundary_name="source directory")
         if problem:
@@ -433,6 +474,7 @@ def _semantic_problems(definition: PipelineDefinition, base_dir: Path | None) ->
     problems: list[str] = []
     if BUILTIN_COMPUTE in definition.computes:
         problems.append(f"computes.{BUILTIN_COMPUTE}: '{BUILTIN_COMPUTE}' is built in and cannot be redefined")
+    problems += _compute_problems(definition)
     for name, dataset in definition.datasets.items():
         where = f"datasets.{name}.path"
         problem = _datastore_path_problem(dataset.path)
