@@ -15,7 +15,7 @@ from aiohttp import web
 
 from shared.settings import DEVELOPMENT_STORAGE
 
-from .app_loader import load_app
+from .app_loader import AppLoadError, load_app
 from .auth import KeyChecker, load_or_create_key
 from .azurite import AzuriteProcess, port_is_open, start_azurite
 from .durable.client_binding import binding_json
@@ -59,6 +59,8 @@ async def serve(options: HostOptions, stop: asyncio.Event) -> None:
     app_root = options.app_root.resolve()
     data_dir = data_dir_for(app_root)
     config = HostConfig.load(app_root)
+    if not (app_root / "function_app.py").is_file():
+        raise AppLoadError(f"no function_app.py in {app_root}")
     azurite = maybe_start_azurite(data_dir)
     store = None
     runner = None
