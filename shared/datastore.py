@@ -14,7 +14,6 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
-from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import ContainerClient, ContentSettings
 
 from shared.errors import InvalidRequest, NotFound
@@ -74,13 +73,13 @@ def _confined_local_path(local_dir: Path, relative_name: str) -> Path:
     safe_blob_path(relative_name)
     target = (local_dir / relative_name).resolve()
     root = local_dir.resolve()
-    if target != root and root not in target.parents:
-        raise InvalidRequest(f"blob name {relative_name!r} would be written outside {local_dir}")
+    if root not in target.parents:
+        raise InvalidRequest(f"blob name {relative_name!r} would be written outside its download folder")
     return target
 
 
 def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
+    digest = hashlib.md5(usedforsecurity=False)  # a content checksum (Azure's Content-MD5), not security
     with open(path, "rb") as handle:
         while chunk := handle.read(_HASH_CHUNK):
             digest.update(chunk)

@@ -11,6 +11,7 @@ directory renamed into place, so a reader never sees a half-extracted folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,7 +20,7 @@ import tempfile
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 from urllib.parse import quote
 
 from azure.core import MatchConditions
@@ -45,8 +46,8 @@ class PipelineRecord(BaseModel):
 
     Id: str = Field(default_factory=lambda: str(uuid.uuid4()))
     Name: str
-    Description: Optional[str] = None
-    Version: Optional[str] = None
+    Description: str | None = None
+    Version: str | None = None
     Status: PipelineStatus = "Active"
     Parameters: dict[str, Any] = Field(default_factory=dict)
     Definition: dict[str, Any] = Field(default_factory=dict)
@@ -54,7 +55,7 @@ class PipelineRecord(BaseModel):
     CreatedTimeUtc: str = Field(default_factory=utc_now)
     Private: bool = False  # published implicitly by `mlpipe run`; hidden from list() by default
 
-    _etag: Optional[str] = PrivateAttr(default=None)
+    _etag: str | None = PrivateAttr(default=None)
 
     @field_validator("CreatedTimeUtc", mode="before")
     @classmethod
@@ -189,11 +190,9 @@ class PipelineRegistry:
     def upload_snapshot_files(self, source_hash: str, files: dict[str, str]) -> None:
         """`snapshots/{hash}.files.json`: {relative path: sha256}, shown per file in fingerprints."""
         blob = self._container().get_blob_client(f"snapshots/{check_source_hash(source_hash)}.files.json")
-        with translate_storage_errors(f"snapshot '{source_hash}'"):
-            try:
-                blob.upload_blob(json.dumps(files, sort_keys=True).encode("utf-8"), overwrite=False)
-            except ResourceExistsError:
-                pass  # content-addressed: the existing list is the same
+        # content-addressed: an existing list is the same list
+        with translate_storage_errors(f"snapshot '{source_hash}'"), contextlib.suppress(ResourceExistsError):
+            blob.upload_blob(json.dumps(files, sort_keys=True).encode("utf-8"), overwrite=False)
 
     def snapshot_files(self, source_hash: str) -> dict[str, str] | None:
         blob = self._container().get_blob_client(f"snapshots/{check_source_hash(source_hash)}.files.json")

@@ -8,6 +8,7 @@ created with If-None-Match: * after the outputs are committed: the first writer 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -103,8 +104,5 @@ class ReuseIndex:
     def forget(self, fingerprint: str) -> None:
         """Delete the record (e.g. when its outputs are known to be bad); no error if absent."""
         blob = self._container().get_blob_client(_blob_name(fingerprint))
-        with translate_storage_errors(f"reuse record '{fingerprint}'"):
-            try:
-                blob.delete_blob()
-            except ResourceNotFoundError:
-                pass
+        with translate_storage_errors(f"reuse record '{fingerprint}'"), contextlib.suppress(ResourceNotFoundError):
+            blob.delete_blob()

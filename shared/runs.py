@@ -19,9 +19,10 @@ import json
 import random
 import secrets
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, Union
+from typing import Any, Literal
 from urllib.parse import quote, unquote
 
 from azure.core import MatchConditions
@@ -96,7 +97,7 @@ class OutputRef(BaseModel):
     Path: str
 
 
-Number = Union[int, float]
+Number = int | float
 _TIME_FIELDS = ("CreatedTimeUtc", "StartTimeUtc", "EndTimeUtc")
 
 
@@ -117,39 +118,39 @@ class StepRecord(_Record):
     Name: str
     Status: StepStatus = "NotStarted"
     Reused: bool = False
-    ReusedFromRunId: Optional[str] = None
-    Compute: Optional[str] = None
-    Fingerprint: Optional[str] = None
-    StartTimeUtc: Optional[str] = None
-    EndTimeUtc: Optional[str] = None
+    ReusedFromRunId: str | None = None
+    Compute: str | None = None
+    Fingerprint: str | None = None
+    StartTimeUtc: str | None = None
+    EndTimeUtc: str | None = None
     Outputs: dict[str, OutputRef] = Field(default_factory=dict)
-    Metrics: dict[str, Union[Number, list[Number]]] = Field(default_factory=dict)
-    Error: Optional[ErrorInfo] = None
+    Metrics: dict[str, Number | list[Number]] = Field(default_factory=dict)
+    Error: ErrorInfo | None = None
     Attempt: int = 0
     # The compute backend's JobHandle as a dict while the step runs (for cancel and resume).
-    JobHandle: Optional[dict] = None
+    JobHandle: dict | None = None
 
 
 class RunRecord(_Record):
     Id: str
     Status: RunStatus = "NotStarted"
     ExperimentName: str
-    PipelineId: Optional[str] = None
-    EndpointName: Optional[str] = None
-    RunSource: Optional[str] = None
+    PipelineId: str | None = None
+    EndpointName: str | None = None
+    RunSource: str | None = None
     ParameterAssignments: dict[str, Any] = Field(default_factory=dict)
     DataPathAssignments: dict[str, Any] = Field(default_factory=dict)
     Tags: dict[str, Any] = Field(default_factory=dict)
-    Description: Optional[str] = None
+    Description: str | None = None
     CreatedTimeUtc: str = Field(default_factory=utc_now)
-    StartTimeUtc: Optional[str] = None
-    EndTimeUtc: Optional[str] = None
-    Error: Optional[ErrorInfo] = None
+    StartTimeUtc: str | None = None
+    EndTimeUtc: str | None = None
+    Error: ErrorInfo | None = None
     RegenerateOutputs: bool = False
     ContinueOnStepFailure: bool = False
     Steps: list[StepRecord] = Field(default_factory=list)
 
-    _etag: Optional[str] = PrivateAttr(default=None)
+    _etag: str | None = PrivateAttr(default=None)
 
     @property
     def etag(self) -> str | None:
@@ -242,7 +243,7 @@ class RunStore:
         record.Steps = sorted(steps, key=lambda s: s.Name)
         return record
 
-    def modify_run(self, run_id: str, change: Callable[[RunRecord], Optional[RunRecord]]) -> RunRecord:
+    def modify_run(self, run_id: str, change: Callable[[RunRecord], RunRecord | None]) -> RunRecord:
         """Read-modify-write run.json under If-Match, re-reading and re-applying on a conflict.
 
         `change` gets the current record (without Steps) and mutates it or returns a new one;
@@ -328,16 +329,20 @@ class RunStore:
 
         found: list[RunRecord] = []
         with translate_storage_errors("run index"):
+            def confirmed(run_ids: list[str]) -> list[RunRecord]:
+                return [r for r in parallel_map(read, run_ids)
+                        if r and matches(r.ExperimentName, r.Status, r.PipelineId)]
+
             batch: list[str] = []
             for run_id in candidates():
                 batch.append(run_id)
                 if len(batch) < top - len(found):
                     continue
-                found += [r for r in parallel_map(read, batch) if r and matches(r.ExperimentName, r.Status, r.PipelineId)]
+                found += confirmed(batch)
                 batch = []
                 if len(found) >= top:
                     return found[:top]
-            found += [r for r in parallel_map(read, batch) if r and matches(r.ExperimentName, r.Status, r.PipelineId)]
+            found += confirmed(batch)
         return found[:top]
 
     # ----- steps ---------------------------------------------------------------------------

@@ -7,10 +7,11 @@ Nothing here ever formats a connection string, key or SAS into a message.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import TypeVar
 
 import requests
 from azure.core.exceptions import (
@@ -105,11 +106,8 @@ def ensure_container(name: str, connection: str | None = None) -> ContainerClien
     client = blob_service(connection).get_container_client(name)
     key = (connection, name)
     if key not in _containers_ready:
-        with translate_storage_errors(f"container '{name}'"):
-            try:
-                client.create_container()
-            except ResourceExistsError:
-                pass
+        with translate_storage_errors(f"container '{name}'"), contextlib.suppress(ResourceExistsError):
+            client.create_container()
         _containers_ready.add(key)
     return client
 
@@ -119,7 +117,7 @@ def forget_containers() -> None:
     _containers_ready.clear()
 
 
-@contextmanager
+@contextlib.contextmanager
 def translate_storage_errors(what: str) -> Iterator[None]:
     """Re-raise azure.core errors as mlpipe errors whose message names `what` (never a secret).
 

@@ -11,7 +11,8 @@ import json
 import math
 import re
 import threading
-from typing import Any, Callable, Literal, Mapping, Optional, Protocol, Union, runtime_checkable
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
@@ -41,7 +42,7 @@ class StepJobRequest(BaseModel):
     inputs: dict[str, DataRef] = Field(default_factory=dict)
     outputs: dict[str, str] = Field(default_factory=dict)  # output name -> blob prefix, default datastore
     environment: dict[str, str] = Field(default_factory=dict)
-    timeout_seconds: Optional[float] = None
+    timeout_seconds: float | None = None
     compute_name: str = "local"
     compute_settings: dict[str, Any] = Field(default_factory=dict)  # the definition's computes entry
     step_type: str = "python"          # python | databricks | adla | data_transfer
@@ -60,16 +61,16 @@ class JobHandle(BaseModel):
         return self.model_dump(mode="json")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "JobHandle":
+    def from_dict(cls, data: Mapping[str, Any]) -> JobHandle:
         return cls.model_validate(dict(data))
 
 
-Metrics = dict[str, Union[float, int, list[Union[float, int]]]]
+Metrics = dict[str, float | int | list[float | int]]
 
 
 class JobStatus(BaseModel):
     state: JobState
-    error: Optional[str] = None
+    error: str | None = None
     metrics: Metrics = Field(default_factory=dict)
     outputs: dict[str, str] = Field(default_factory=dict)  # committed output name -> blob prefix
 

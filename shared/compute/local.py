@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import _thread
 import collections
+import contextlib
 import json
 import os
 import shutil
@@ -30,7 +31,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from shared.compute.base import JobHandle, JobStatus, StepJobRequest, parse_metrics, substitute_data_placeholders
 from shared.datastore import default_datastore, get_datastore
@@ -60,10 +60,10 @@ class _LocalJob:
     stderr_tail: collections.deque
     stderr_done: threading.Event  # the stderr pump has copied everything into the log
     exited: threading.Event  # set by a waiter thread the moment the script's process ends
-    deadline: Optional[float]
+    deadline: float | None
     canceled: bool = False
     timed_out: bool = False
-    final: Optional[JobStatus] = None
+    final: JobStatus | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -74,7 +74,8 @@ _jobs_lock = threading.Lock()
 
 
 def work_dir_for(run_id: str, step: str) -> Path:
-    return get_settings().data_dir / "work" / check_path_segment(run_id, "run id") / check_path_segment(step, "step name")
+    return (get_settings().data_dir / "work" / check_path_segment(run_id, "run id")
+            / check_path_segment(step, "step name"))
 
 
 class LocalBackend:
@@ -356,10 +357,8 @@ def _read_log(work_dir: Path) -> str:
 
 
 def _kill_group(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # already gone, or not ours
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _group_members_of_job(pgid: int, job_id: str) -> list[int]:

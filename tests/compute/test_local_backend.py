@@ -83,7 +83,7 @@ def test_success_with_inputs_outputs_metrics_and_log(backend, tmp_path):
     request = request_for(script, arguments=["{inputs.raw}", "{inputs.clean}", "{outputs.model}"],
                           inputs={"raw": DataRef(path="iris/raw/iris.csv"),
                                   "clean": DataRef(path="runs/r0/prep/clean", is_pipeline_data=True)},
-                          outputs={"model": f"runs/r1/train/model"})
+                          outputs={"model": "runs/r1/train/model"})
     handle = backend.submit(request)
     assert JobHandle.from_dict(handle.to_dict()) == handle
     status = wait_done(backend, handle)

@@ -7,6 +7,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from pydantic import ValidationError
 
 from shared.errors import Conflict, InvalidRequest, NotFound
 from shared.runs import RunRecord, RunStore, StepRecord, new_run_id, to_utc_iso
@@ -94,7 +95,7 @@ def test_update_run_validates_and_moves_the_index(store):
     updated = store.update_run(run.Id, Status="Running", StartTimeUtc=datetime.now(timezone.utc))
     assert updated.Status == "Running" and updated.StartTimeUtc.endswith("Z")
     assert [r.Id for r in store.list_runs(status="Running")] == [run.Id]
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         store.update_run(run.Id, Status="Succeeded")  # not an API status
     assert store.get_run(run.Id).Status == "Running"
 

@@ -57,9 +57,8 @@ class _Response:
     (ServiceRequestError("connection refused"), TransientError),
 ])
 def test_azure_errors_become_ours_with_the_cause_kept(raised, expected):
-    with pytest.raises(expected) as info:
-        with translate_storage_errors("blob 'a/b'"):
-            raise raised
+    with pytest.raises(expected) as info, translate_storage_errors("blob 'a/b'"):
+        raise raised
     assert "blob 'a/b'" in info.value.message
     assert info.value.__cause__ is raised
 
@@ -67,9 +66,8 @@ def test_azure_errors_become_ours_with_the_cause_kept(raised, expected):
 @pytest.mark.parametrize("status, expected", [(503, TransientError), (429, TransientError), (400, StorageError)])
 def test_http_status_decides_transient_or_not(status, expected):
     error = HttpResponseError(message="boom", response=_Response(status))
-    with pytest.raises(expected) as info:
-        with translate_storage_errors("thing"):
-            raise error
+    with pytest.raises(expected) as info, translate_storage_errors("thing"):
+        raise error
     assert str(status) in info.value.message
 
 
