@@ -48,8 +48,6 @@ def test_kill_mid_fan_out_then_restart(private_host, tmp_path):
 
     done_before = committed_completions(db, "crash")
     assert 0 < len(done_before) < N, "the kill should land mid fan-out"
-    assert not _events(db, "SELECT event FROM history WHERE instance_id = 'crash-timer' AND "
-                           "json_extract(event, '$.EventType') = 11")
 
     host, api = private_host(data_dir)
     status = api.wait("crash", timeout=30)
