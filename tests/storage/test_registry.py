@@ -116,3 +116,26 @@ def test_snapshot_file_list_round_trip(registry):
     assert registry.snapshot_files(SOURCE_HASH) == {"prep.py": "ab" * 32}
 
 
+
+
+def test_snapshot_extraction_is_safe_across_processes(registry, tmp_path):
+    """Several worker processes asking for the same snapshot at once end with one intact folder."""
+    import subprocess
+    import sys
+
+    src, _files = make_source(tmp_path)
+    for i in range(200):  # enough files that extractions overlap
+        (src / "pkg" / f"m{i}.py").write_text(f"V = {i}\n")
+    registry.upload_snapshot(SOURCE_HASH, zip_snapshot(src, hash_directory(src), tmp_path / "s.zip"))
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from shared.registry import PipelineRegistry; "
+            "print(PipelineRegistry().ensure_snapshot_local(sys.argv[2]))")
+    repo = str(Path(__file__).resolve().parents[2])
+    workers = [subprocess.Popen([sys.executable, "-c", code, repo, SOURCE_HASH], stdout=subprocess.PIPE, text=True)
+               for _ in range(4)]
+    outputs = {worker.communicate(timeout=120)[0].strip() for worker in workers}
+    assert all(worker.returncode == 0 for worker in workers)
+    assert len(outputs) == 1
+    local = Path(outputs.pop())
+    assert (local / "pkg" / "m199.py").read_text() == "V = 199\n"
+    assert len(list((local / "pkg").iterdir())) == 201
+    assert [p.name for p in local.parent.iterdir()] == [SOURCE_HASH]
