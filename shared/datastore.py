@@ -151,6 +151,8 @@ class Datastore:
         """Upload every file below `local_dir` to `prefix/<relative path>`; entries are relative to prefix."""
         prefix = safe_blob_path(prefix)
         local_dir = Path(local_dir)
+        if not local_dir.is_dir():
+            raise InvalidRequest(f"local folder '{local_dir}' does not exist")
         relative_names = sorted(
             Path(root, name).relative_to(local_dir).as_posix()
             for root, _dirs, files in os.walk(local_dir) for name in files

@@ -210,3 +210,8 @@ def test_transfer_memory_does_not_grow_with_file_size(store, tmp_path):
     growth_allowed = 6 << 20  # far less than the 40 MiB the file grew by
     assert peaks[60][0] - peaks[20][0] < growth_allowed, peaks
     assert peaks[60][1] - peaks[20][1] < growth_allowed, peaks
+
+
+def test_upload_folder_of_a_missing_folder_is_an_error(store, tmp_path):
+    with pytest.raises(InvalidRequest):
+        store.upload_folder(tmp_path / "nope", "x")
