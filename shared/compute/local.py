@@ -41,6 +41,7 @@ from shared.storage import parallel_map
 
 BACKEND_NAME = "local"
 STDERR_TAIL_LINES = 20
+CANCEL_MARKER = "cancel-requested"  # written into the work folder by a cancel from another process
 # Settings that hold credentials: a step script has no business with them (and might print them).
 # Identity-based variants (`AzureWebJobsStorage__accountName`, ...) are matched by prefix.
 _SECRET_SETTINGS = ("AzureWebJobsStorage", "MLPIPE_FUNCTION_KEY", "MLPIPE_SERVICEBUS_CONNECTION")
@@ -164,7 +165,7 @@ class LocalBackend:
             job.stderr_done.wait(timeout=5)
             code = job.process.returncode
             metrics = _read_metrics(job.work_dir / "metrics.jsonl")
-            if job.canceled:
+            if job.canceled or (job.work_dir / CANCEL_MARKER).exists():
                 status = JobStatus(state="Canceled", error="canceled", metrics=metrics)
             elif job.timed_out:
                 status = JobStatus(state="Failed", metrics=metrics,
@@ -185,11 +186,15 @@ class LocalBackend:
     # ----- cancel and logs -----------------------------------------------------------------
 
     def cancel(self, handle: JobHandle) -> None:
-        """SIGTERM the job's process group, SIGKILL after the grace period. No-op if already ended."""
+        """SIGTERM the job's process group, SIGKILL after the grace period. No-op if already ended.
+
+        Works from another worker process on the same machine too (Functions may run several):
+        a marker file tells the owning process that the exit it sees was a cancel.
+        """
         job = _jobs.get(handle.id)
         if job is None:
             if _recorded_result(handle) is None:
-                _give_up_foreign_job(handle)
+                _cancel_foreign_job(handle, self.cancel_grace_seconds)
             return
         if job.exited.is_set():
             return
@@ -378,6 +383,22 @@ def _group_members_of_job(pgid: int, job_id: str) -> list[int]:
         except (OSError, ValueError, IndexError):
             continue
     return members
+
+
+def _cancel_foreign_job(handle: JobHandle, grace_seconds: float) -> None:
+    """Cancel a job this process did not start, if /proc shows its group is that job's."""
+    pgid = handle.data.get("pgid")
+    if not (isinstance(pgid, int) and pgid > 1 and _group_members_of_job(pgid, handle.id)):
+        return
+    work_dir = handle.data.get("workDir")
+    if work_dir:
+        with contextlib.suppress(OSError):
+            (Path(work_dir) / CANCEL_MARKER).write_text(handle.id)
+    _kill_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    while time.monotonic() < deadline and _group_members_of_job(pgid, handle.id):
+        time.sleep(0.05)
+    _kill_group(pgid, signal.SIGKILL)
 
 
 def _give_up_foreign_job(handle: JobHandle) -> JobStatus:

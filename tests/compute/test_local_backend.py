@@ -265,3 +265,20 @@ def test_importing_sibling_modules_leaves_the_source_folder_untouched(backend, t
     assert wait_done(backend, backend.submit(request)).state == "Completed"
     assert "42" in RunStore().get_log(request.run_id, "step")
     assert sorted(p.name for p in source.rglob("*")) == before  # no __pycache__ in the snapshot
+
+
+def test_cancel_from_another_worker_process_is_reported_as_canceled(backend, tmp_path):
+    """Functions may run several worker processes: a cancel can arrive in one that did not start the job."""
+    import shared.compute.local as local_module
+
+    script = write_script(tmp_path / "src", "import time; print('started', flush=True); time.sleep(300)\n")
+    request = request_for(script)
+    handle = backend.submit(request)
+    log = work_dir_for(request.run_id, request.step_name) / "log.txt"
+    deadline = time.monotonic() + 20
+    while "started" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    foreign = local_module._cancel_foreign_job  # what cancel() does when the job is not in its table
+    foreign(handle, grace_seconds=2)
+    status = backend.poll(handle, wait_seconds=10)  # the owning process notices the exit
+    assert status.state == "Canceled"
