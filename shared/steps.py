@@ -34,6 +34,7 @@ from shared.reuse import ReuseIndex
 from shared.run_plan import load_plan, outputs_body, reused_step_record
 from shared.runs import ErrorInfo, OutputRef, RunStore, StepRecord, utc_now
 from shared.settings import get_settings
+from shared.single_flight import Holder, StepLeases
 from shared.spec import DEFAULT_DATASTORE, StepSpec, substitute_arguments
 from shared.statuses import StepStatus
 from shared.storage import parallel_map
@@ -43,6 +44,7 @@ log = logging.getLogger("mlpipe.steps")
 REMOTE_POLL_SECONDS = 15.0
 LOCAL_POLL_SECONDS = 0.5
 MAX_RETRY_DELAY_SECONDS = 3600.0
+SINGLE_FLIGHT_POLL_SECONDS = 1.0
 
 # Running records are written off the hot path; the final record of a step waits for its own.
 _record_writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mlpipe-records")
@@ -64,6 +66,10 @@ class StepContext:
     @property
     def fingerprint(self) -> str | None:
         return self.plan["steps"][self.step.name]["fingerprint"]
+
+    @property
+    def reuse_allowed(self) -> bool:
+        return self.step.allow_reuse and not self.plan["regenerateOutputs"]
 
     def output_prefix(self, output: str) -> str:
         return f"runs/{self.run_id}/{self.step.name}/{output}"
@@ -124,10 +130,23 @@ def start_step(run_id: str, step_name: str, upstream_outputs: dict | None = None
     hit = ReuseIndex().lookup(ctx.fingerprint)
     if hit is not None and hit.run_id == run_id and hit.step == step_name:
         return _progress(StepStatus.COMPLETED.value, outputs=outputs_body(hit.outputs))  # ran already
-    if hit is not None and ctx.step.allow_reuse and not ctx.plan["regenerateOutputs"]:
+    if hit is not None and ctx.reuse_allowed:
         RunStore().put_step(run_id, reused_step_record(step_name, ctx.step.compute, ctx.fingerprint, hit))
         return _progress(StepStatus.COMPLETED.value, reused=True, outputs=outputs_body(hit.outputs))
+    if ctx.reuse_allowed:
+        holder = StepLeases().acquire(ctx.fingerprint, run_id, step_name)
+        if holder is not None:
+            return _wait_for(ctx, holder, attempt)
     return _submit(ctx, _inputs(ctx, upstream_outputs or {}), attempt=attempt)
+
+
+def _wait_for(ctx: StepContext, holder: Holder, attempt: int) -> dict:
+    """Another run is computing this very fingerprint: show Queued, ask again in a moment."""
+    log.info("run %s step %s: waiting for run %s, which computes the same step", ctx.run_id, ctx.step.name,
+             holder.run_id)
+    RunStore().put_step(ctx.run_id, StepRecord(Name=ctx.step.name, Status=StepStatus.QUEUED.value,
+                                               Compute=ctx.step.compute, Fingerprint=ctx.fingerprint))
+    return _progress(StepStatus.RUNNING.value, retry={"attempt": attempt, "afterSeconds": SINGLE_FLIGHT_POLL_SECONDS})
 
 
 def _new_record(ctx: StepContext, **fields) -> StepRecord:
@@ -186,6 +205,8 @@ def poll_step(run_id: str, step_name: str, handle: dict, upstream_outputs: dict 
 def _follow(ctx: StepContext, record: StepRecord, status: JobStatus, inputs: dict | None,
             upstream_outputs: dict | None = None) -> dict:
     if status.state == "Running":
+        if ctx.reuse_allowed:
+            StepLeases().refresh(ctx.fingerprint, ctx.run_id, ctx.step.name)
         poll_after = LOCAL_POLL_SECONDS if ctx.compute_type == "local" else REMOTE_POLL_SECONDS
         return _progress(StepStatus.RUNNING.value, handle=record.JobHandle, poll_after=poll_after)
     if status.state == "Lost":
@@ -225,11 +246,18 @@ def _complete(ctx: StepContext, record: StepRecord, status: JobStatus) -> dict:
     index = ReuseIndex()
     pipeline_id = ctx.plan["pipelineId"]
     # The outputs are committed (the backend wrote their manifests); record reuse and the step.
-    parallel_map(lambda write: write(), [
-        lambda: index.record(ctx.fingerprint, ctx.run_id, ctx.step.name, pipeline_id, outputs, record.Metrics),
-        lambda: _finalise(ctx, record, StepStatus.COMPLETED, None),
-    ])
+    def record_reuse_then_release() -> None:
+        index.record(ctx.fingerprint, ctx.run_id, ctx.step.name, pipeline_id, outputs, record.Metrics)
+        _release(ctx)  # after the reuse record: runs waiting on this fingerprint now reuse it
+
+    parallel_map(lambda write: write(), [record_reuse_then_release,
+                                         lambda: _finalise(ctx, record, StepStatus.COMPLETED, None)])
     return _progress(StepStatus.COMPLETED.value, outputs=outputs_body(outputs))
+
+
+def _release(ctx: StepContext) -> None:
+    if ctx.reuse_allowed and ctx.fingerprint:
+        StepLeases().release(ctx.fingerprint, ctx.run_id, ctx.step.name)
 
 
 def _finalise(ctx: StepContext, record: StepRecord, status: StepStatus, error: dict | None) -> StepRecord:
@@ -243,4 +271,5 @@ def _finalise(ctx: StepContext, record: StepRecord, status: StepStatus, error: d
 
 def _finish(ctx: StepContext, record: StepRecord, status: StepStatus, error: dict | None) -> dict:
     record = _finalise(ctx, record, status, error)
+    _release(ctx)  # failed or canceled: a run waiting on this fingerprint computes it itself
     return _progress(status.value, error=record.Error.model_dump() if record.Error else None)

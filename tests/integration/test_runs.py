@@ -187,3 +187,32 @@ def test_a_step_out_of_retries_fails(client, tmp_path, uploaded):
     run = client.wait_for_run(client.submit(pipeline["Id"], "itest")["Id"], **WAIT)
     assert run["Status"] == "Failed"
     assert run_count(marker, "prep") == 2
+
+
+def test_concurrent_runs_compute_a_shared_step_once(client, tmp_path, uploaded):
+    marker = tmp_path / "marker"
+    definition = diamond(marker, "singleflight")
+    definition["parameters"]["sleep_prep"] = 1.5
+    definition["steps"][0] = step("prep", inputs={"raw": "datasets.raw"}, outputs=["clean"], sleep_param=True)
+    pipeline = publish(client, write_pipeline(tmp_path / "p", definition))
+    first = client.submit(pipeline["Id"], "itest")["Id"]
+    second = client.submit(pipeline["Id"], "itest")["Id"]
+    runs = [client.wait_for_run(run_id, **WAIT) for run_id in (first, second)]
+    assert [run["Status"] for run in runs] == ["Finished", "Finished"]
+    assert run_count(marker, "prep") == 1  # executed once for both runs
+    preps = [steps_by_name(run)["prep"] for run in runs]
+    assert sorted(prep["Reused"] for prep in preps) == [False, True]
+
+
+def test_when_the_computing_run_fails_the_waiting_run_computes_the_step_itself(client, tmp_path, uploaded):
+    marker = tmp_path / "marker"
+    definition = diamond(marker, "singleflightfail")
+    definition["parameters"]["sleep_prep"] = 1.5
+    definition["steps"][0] = step("prep", inputs={"raw": "datasets.raw"}, outputs=["clean"], sleep_param=True)
+    definition["steps"][0]["arguments"] += ["--fail-until", "2"]  # the first execution fails
+    pipeline = publish(client, write_pipeline(tmp_path / "p", definition))
+    first = client.submit(pipeline["Id"], "itest")["Id"]
+    second = client.submit(pipeline["Id"], "itest")["Id"]
+    statuses = sorted(client.wait_for_run(run_id, **WAIT)["Status"] for run_id in (first, second))
+    assert statuses == ["Failed", "Finished"]
+    assert run_count(marker, "prep") == 2
