@@ -107,8 +107,8 @@ class DurableEngine:
         resumed = 0
         for row in self.store.unfinished_instances(ACTIVE_STATES):
             iid = row["instance_id"]
-            inst = Instance(row=row, history=self.store.history(iid), inbox=self.store.inbox(iid))
-            inst.dispatched = {e["EventId"] for e in inst.history if e["EventType"] in SCHEDULING_TYPES}
+            history = self.store.history(iid)
+            inst = Instance(row=row, history=history, inbox=self.store.inbox(iid), dispatched=scheduled_ids(history))
             self.active[iid] = inst
             for item in self.store.work_items(iid):
                 if item["execution_id"] == inst.execution_id:
@@ -242,7 +242,7 @@ class DurableEngine:
         inst.row = self.store.instance(inst.id) or inst.row
         inst.history = self.store.history(inst.id)
         inst.inbox = self.store.inbox(inst.id)
-        inst.dispatched = {e["EventId"] for e in inst.history if e["EventType"] in SCHEDULING_TYPES}
+        inst.dispatched = scheduled_ids(inst.history)
 
     # -- episodes ---------------------------------------------------------------------------------
     def _run_episode(self, inst: Instance) -> None:
@@ -545,6 +545,11 @@ class DurableEngine:
         for inst, message in deliveries:
             inst.inbox.append(message)
             self._queue(inst)
+
+
+def scheduled_ids(history: list[dict]) -> set[int]:
+    """Task ids the host already acted on in this execution (each dispatch records a scheduling event)."""
+    return {e["EventId"] for e in history if e["EventType"] in SCHEDULING_TYPES}
 
 
 def _check_instance_id(instance_id: str) -> None:

@@ -164,3 +164,25 @@ def test_many_concurrent_instances(api):
 
 def test_activity_names_and_raw_name_alias(api):
     assert api.run("alias_orch")["output"] == ["Hi object", "Hi name"]
+
+
+def test_webhook_start_and_wait(host):
+    """The public createAndWaitOnNewInstancePostUri shape: start, wait up to `timeout`, answer the output."""
+    r = requests.post(f"{host.url}/runtime/webhooks/durabletask/orchestrators/sequence",
+                      params={"timeout": "10", "pollingInterval": "0.05", "code": host.key}, json=["w"], timeout=20)
+    assert r.status_code == 200 and r.json() == ["Hello w"]
+
+
+def test_query_by_prefix_and_time(host, api):
+    prefix = f"q-{uuid.uuid4().hex[:8]}-"
+    for i in range(3):
+        api.run("sequence", [str(i)], instance_id=f"{prefix}{i}")
+    base = f"{host.url}/runtime/webhooks/durabletask/instances/"
+    r = requests.get(base, params={"instanceIdPrefix": prefix, "runtimeStatus": "Completed", "code": host.key},
+                     timeout=10)
+    assert sorted(i["instanceId"] for i in r.json()) == [f"{prefix}{i}" for i in range(3)]
+    r = requests.get(base, params={"instanceIdPrefix": prefix, "createdTimeFrom": "2999-01-01T00:00:00.000000Z",
+                                   "code": host.key}, timeout=10)
+    assert r.json() == []
+    r = requests.get(base, params={"instanceIdPrefix": prefix, "top": "2", "code": host.key}, timeout=10)
+    assert len(r.json()) == 2 and r.headers["x-ms-continuation-token"]
