@@ -287,8 +287,6 @@ def _child_environment(request: StepJobRequest, work_dir: Path, handle_id: str) 
         "MLPIPE_JOB_ID": handle_id,  # lets a later host recognise this job's processes
         "PYTHONUNBUFFERED": "1",
         "PYTHONPATH": os.pathsep.join(python_path),
-        # Bytecode goes beside the work folders, so the shared extracted snapshot stays as published.
-        "PYTHONPYCACHEPREFIX": str(get_settings().data_dir / "pycache"),
     })
     return env
 
