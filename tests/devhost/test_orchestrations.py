@@ -64,6 +64,11 @@ def test_sub_orchestrations(api):
     assert status["output"] == {"child": ["Hello x", "Hello y"], "failed_child": True}
 
 
+def test_sub_orchestration_with_retry(api):
+    status = api.run("sub_retry", {"key": uuid.uuid4().hex, "succeed_on": 2})
+    assert status["runtimeStatus"] == "Completed" and status["output"] == "succeeded on attempt 2"
+
+
 def test_external_event(api):
     instance = f"evt-{uuid.uuid4().hex}"
     assert api.start("wait_event", instance_id=instance).status_code == 202

@@ -210,6 +210,17 @@ def parent_orch(context: df.DurableOrchestrationContext):
 
 
 @app.orchestration_trigger(context_name="context")
+def flaky_child(context: df.DurableOrchestrationContext):
+    return (yield context.call_activity("flaky", context.get_input()))
+
+
+@app.orchestration_trigger(context_name="context")
+def sub_retry(context: df.DurableOrchestrationContext):
+    options = df.RetryOptions(first_retry_interval_in_milliseconds=50, max_number_of_attempts=3)
+    return (yield context.call_sub_orchestrator_with_retry("flaky_child", options, context.get_input()))
+
+
+@app.orchestration_trigger(context_name="context")
 def wait_event(context: df.DurableOrchestrationContext):
     timeout = context.current_utc_datetime + datetime.timedelta(seconds=30)
     event = context.wait_for_external_event("approve")
