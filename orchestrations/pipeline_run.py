@@ -31,6 +31,8 @@ DEFAULT_POLL_SECONDS = 5.0
 # An activity that raises hit infrastructure trouble (storage timeouts, compute API 429/5xx):
 # Durable retries it without counting a step attempt. A step's own failure is a returned result.
 INFRASTRUCTURE_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=2000, max_number_of_attempts=4)
+# Continue as new (between steps) once this many steps settled in one execution.
+CONTINUE_AS_NEW_AFTER_STEPS = 16
 
 
 class _StepTasks:
@@ -85,12 +87,17 @@ def pipeline_run(context: df.DurableOrchestrationContext):
     plan = context.get_input()
     run_id = plan["runId"]
     continue_on_failure = bool(plan.get("continueOnStepFailure", False))
-    planner = ReadyPlanner.from_dependencies(plan["steps"])
-    in_flight = _StepTasks()
-    failed_steps: list[str] = []
-
     dependencies = plan["steps"]
-    outputs_of: dict[str, dict] = {}
+    resumed = plan.get("resume")  # state carried over by continue-as-new
+    in_flight = _StepTasks()
+    if resumed:
+        planner = ReadyPlanner.restore(dependencies, resumed["planner"])
+        outputs_of: dict[str, dict] = resumed["outputs"]
+        failed_steps: list[str] = resumed["failedSteps"]
+    else:
+        planner = ReadyPlanner.from_dependencies(dependencies)
+        outputs_of, failed_steps = {}, []
+    settled_here = 0
 
     def step_input(step: str, **extra) -> dict:
         upstream = {name: outputs_of.get(name, {}) for name in dependencies[step]}
@@ -107,10 +114,12 @@ def pipeline_run(context: df.DurableOrchestrationContext):
                     in_flight.put(step, call("step_start", step_input(step)), "start")
             ready = planner.ready()
 
-    reused = (yield call("run_plan", {"runId": run_id}))["reused"]
+    if resumed:
+        reused, canceled = resumed["reused"], resumed["canceled"]
+    else:
+        reused, canceled = (yield call("run_plan", {"runId": run_id}))["reused"], False
     start_ready_steps()
     cancel_requested = context.wait_for_external_event(CANCEL_EVENT)
-    canceled = False
 
     while in_flight:
         waiting_on = in_flight.tasks() + ([] if canceled else [cancel_requested])
@@ -163,6 +172,15 @@ def pipeline_run(context: df.DurableOrchestrationContext):
             not_run = {StepStatus.SKIPPED: outcome.skipped, StepStatus.CANCELED: outcome.canceled}
             if outcome.skipped or outcome.canceled:
                 yield call("steps_not_run", {"runId": run_id, "steps": not_run})
+        settled_here += 1
+        if not in_flight and settled_here >= CONTINUE_AS_NEW_AFTER_STEPS and not planner.finished:
+            # Between steps with nothing in flight: start afresh with a short history, so replay
+            # cost stays linear in the number of steps (a long chain would otherwise be quadratic).
+            carried = {"planner": planner.snapshot(), "outputs": outputs_of, "failedSteps": failed_steps,
+                       "reused": {k: v for k, v in reused.items() if planner.state(k) == "NotStarted"},
+                       "canceled": canceled}
+            context.continue_as_new({**plan, "resume": carried})
+            return None
         start_ready_steps()
 
     final = RunStatus.CANCELED if canceled else RunStatus.FAILED if failed_steps else RunStatus.FINISHED

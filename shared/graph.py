@@ -219,6 +219,31 @@ class ReadyPlanner:
         """From the orchestrator input's `steps` mapping ({name: [upstream names]})."""
         return cls(dependencies)
 
+    def snapshot(self) -> dict:
+        """JSON-able state for `restore` (the orchestrator carries it across continue-as-new).
+
+        Only valid while no step is Running: the orchestrator takes it between steps.
+        """
+        if self._running:
+            raise ValueError("cannot snapshot a planner while steps are running")
+        return {"states": self.states(), "stopped": self._stopped}
+
+    @classmethod
+    def restore(cls, dependencies: Dependencies, snapshot: Mapping) -> ReadyPlanner:
+        """A planner in the state `snapshot()` recorded."""
+        planner = cls(dependencies)
+        for name, state in snapshot["states"].items():
+            if state == StepState.COMPLETED:
+                planner._runnable.discard(name)
+                planner._state[name] = StepState.RUNNING
+                planner._running += 1
+                planner.mark_done(name)
+            elif state in StepState.TERMINAL:
+                planner._settle([name], state)
+        planner._runnable = {name for name in planner._runnable if planner._state[name] == StepState.NOT_STARTED}
+        planner._stopped = bool(snapshot["stopped"])
+        return planner
+
     # -- queries -----------------------------------------------------------------------------
     @property
     def steps(self) -> list[str]:

@@ -39,6 +39,10 @@ def _metadata(run_id: str, step: str) -> dict[str, str]:
     return {"runid": run_id, "step": step, "expires": expires.isoformat()}
 
 
+# ETags of the leases this process holds, so releasing one is a single conditional delete.
+_held: dict[tuple[str, str, str], str] = {}
+
+
 class StepLeases:
     def __init__(self, container: str | None = None):
         self._container_name = container
@@ -53,7 +57,8 @@ class StepLeases:
         with translate_storage_errors(f"in-flight lease '{fingerprint}'"):
             for _ in range(5):
                 try:
-                    blob.upload_blob(b"", overwrite=False, metadata=_metadata(run_id, step))
+                    created = blob.upload_blob(b"", overwrite=False, metadata=_metadata(run_id, step))
+                    _held[(fingerprint, run_id, step)] = created["etag"]
                     return None
                 except ResourceExistsError:
                     pass
@@ -77,14 +82,22 @@ class StepLeases:
         blob = self._blob(fingerprint)
         with translate_storage_errors(f"in-flight lease '{fingerprint}'"):
             try:
-                blob.set_blob_metadata(_metadata(run_id, step))
+                updated = blob.set_blob_metadata(_metadata(run_id, step))
+                _held[(fingerprint, run_id, step)] = updated["etag"]
             except ResourceNotFoundError:
                 pass
 
     def release(self, fingerprint: str, run_id: str, step: str) -> None:
         """Drop the lease if (run, step) holds it; anything else is left alone."""
         blob = self._blob(fingerprint)
+        etag = _held.pop((fingerprint, run_id, step), None)
         with translate_storage_errors(f"in-flight lease '{fingerprint}'"):
+            if etag is not None:  # taken by this process: one conditional delete
+                try:
+                    blob.delete_blob(etag=etag, match_condition=MatchConditions.IfNotModified)
+                    return
+                except (ResourceNotFoundError, ResourceModifiedError):
+                    pass  # refreshed elsewhere or gone: check the holder below
             try:
                 properties = blob.get_blob_properties()
                 meta = {k.lower(): v for k, v in (properties.metadata or {}).items()}

@@ -127,16 +127,24 @@ def start_step(run_id: str, step_name: str, upstream_outputs: dict | None = None
     planned_error = ctx.plan["steps"][step_name]["error"]
     if planned_error:
         return _finish(ctx, _new_record(ctx), StepStatus.FAILED, {"code": "InputNotFound", "message": planned_error})
-    hit = ReuseIndex().lookup(ctx.fingerprint)
+    def lookup_reuse():
+        return ReuseIndex().lookup(ctx.fingerprint)
+
+    def take_lease():
+        return StepLeases().acquire(ctx.fingerprint, run_id, step_name) if ctx.reuse_allowed else None
+
+    # The reuse lookup and the single-flight lease are independent round trips: make them at once.
+    hit, holder = parallel_map(lambda call: call(), [lookup_reuse, take_lease])
     if hit is not None and hit.run_id == run_id and hit.step == step_name:
+        _release(ctx)
         return _progress(StepStatus.COMPLETED.value, outputs=outputs_body(hit.outputs))  # ran already
     if hit is not None and ctx.reuse_allowed:
+        if holder is None:
+            _release(ctx)
         RunStore().put_step(run_id, reused_step_record(step_name, ctx.step.compute, ctx.fingerprint, hit))
         return _progress(StepStatus.COMPLETED.value, reused=True, outputs=outputs_body(hit.outputs))
-    if ctx.reuse_allowed:
-        holder = StepLeases().acquire(ctx.fingerprint, run_id, step_name)
-        if holder is not None:
-            return _wait_for(ctx, holder, attempt)
+    if holder is not None:
+        return _wait_for(ctx, holder, attempt)
     return _submit(ctx, _inputs(ctx, upstream_outputs or {}), attempt=attempt)
 
 

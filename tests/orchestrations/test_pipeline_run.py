@@ -228,3 +228,23 @@ def test_cancel_while_waiting_to_retry_cancels_the_step_at_once():
     history.complete(3, {})
     history.complete(4, {"canceled": []})
     assert history.actions()[-1] == ("activity", "run_finished", {"runId": "r1", "status": "Canceled", "failedSteps": []})
+
+
+def test_a_long_chain_continues_as_new_between_steps_and_resumes_where_it_was():
+    steps = {f"s{i:02d}": [f"s{i - 1:02d}"] if i else [] for i in range(20)}
+    history = History(steps).complete(0, NOTHING_REUSED)
+    for task_id in range(1, 17):  # s00..s15 complete one after the other
+        history.complete(task_id, done(outputs={"o": {"Datastore": "w", "Path": f"p{task_id}"}}))
+    state = history.replay()
+    continue_as_new = [a for a in state["actions"][0] if a["actionType"] == 4]
+    assert state["isDone"] and continue_as_new
+    carried = json.loads(continue_as_new[0]["input"])
+    assert carried["steps"] == steps and carried["runId"] == "r1"
+    assert carried["resume"]["planner"]["states"]["s15"] == "Completed"
+    assert carried["resume"]["outputs"]["s15"] == {"o": {"Datastore": "w", "Path": "p16"}}
+
+    resumed = History(steps)
+    resumed.builder.input_ = json.dumps(carried)
+    actions = resumed.actions()  # no run_plan again: the next step starts with its input
+    assert actions == [("activity", "step_start", {"runId": "r1", "step": "s16",
+                                                   "upstream": {"s15": {"o": {"Datastore": "w", "Path": "p16"}}}})]

@@ -194,3 +194,38 @@ def test_long_chain_cycle_detection_has_no_recursion_limit():
     deps = {f"s{i}": [f"s{i - 1}"] for i in range(1, 5000)}
     deps["s0"] = ["s4999"]
     assert len(find_cycle(deps)) == 5001
+
+
+def test_snapshot_and_restore_continue_where_the_planner_was():
+    deps = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"], "e": ["d"], "x": [], "y": ["x"]}
+    original = ReadyPlanner(deps)
+    assert original.ready() == ["a", "x"]
+    original.mark_done("a")
+    original.mark_failed("x", continue_on_failure=True)
+    assert original.ready() == ["b", "c"]
+    original.mark_done("b")
+    original.mark_done("c")
+    restored = ReadyPlanner.restore(deps, original.snapshot())
+    assert restored.states() == original.states()
+    assert restored.ready() == original.ready() == ["d"]
+    restored.mark_done("d")
+    assert restored.ready() == ["e"]
+    restored.mark_done("e")
+    assert restored.finished
+
+
+def test_restore_keeps_a_stopped_run_stopped():
+    deps = {"a": [], "b": [], "c": ["b"]}
+    planner = ReadyPlanner(deps)
+    planner.ready()
+    planner.mark_failed("a")
+    planner.mark_done("b")
+    restored = ReadyPlanner.restore(deps, planner.snapshot())
+    assert restored.stopped and restored.ready() == [] and restored.finished
+
+
+def test_snapshot_refuses_while_steps_run():
+    planner = ReadyPlanner({"a": []})
+    planner.ready()
+    with pytest.raises(ValueError):
+        planner.snapshot()
