@@ -14,6 +14,7 @@ from pathlib import Path
 from shared.settings import apply_local_settings
 
 from .app_loader import AppLoadError
+from .durable.store import TaskHubLocked
 from .host import HostOptions, run_until_signalled
 from .ncrontab import CronError
 from .redaction import setup_logging
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     apply_local_settings(app_root)
     try:
         asyncio.run(run_until_signalled(HostOptions(app_root=app_root, port=args.port)))
-    except (AppLoadError, CronError, OSError) as exc:
+    except (AppLoadError, CronError, TaskHubLocked, OSError) as exc:
         print(f"devhost: {exc}", file=sys.stderr, flush=True)
         return 1
     _exit_despite_stuck_threads()

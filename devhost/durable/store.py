@@ -10,7 +10,9 @@ never lost, and no history event is written twice.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,10 +99,23 @@ class Batch:
                     self.purge))
 
 
+class TaskHubLocked(RuntimeError):
+    """Another host process already owns this task hub."""
+
+
 class TaskHubStore:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        # One owner per task hub: two engines on one file would both resume and dispatch the same work.
+        # The OS drops the lock when the process dies, so a SIGKILLed host never blocks its restart.
+        self._lock_fd = os.open(str(path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise TaskHubLocked(f"another devhost is already using the task hub {path}; "
+                                "stop it or use a different MLPIPE_DATA_DIR") from None
         self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
@@ -109,6 +124,7 @@ class TaskHubStore:
 
     def close(self) -> None:
         self.conn.close()
+        os.close(self._lock_fd)
 
     # -- writes ---------------------------------------------------------------------------------
     def commit(self, batch: Batch) -> None:

@@ -45,3 +45,10 @@ def test_session_cache_eviction_falls_back_to_replay(private_host, tmp_path):
     host, api = private_host(tmp_path / "data", {"MLPIPE_DURABLE_MAX_SESSIONS": "1"})
     ids = [api.start("any_loop", {"a": 2, "b": 1, "c": 0}).json()["id"] for _ in range(6)]
     assert [api.wait(i)["output"] for i in ids] == [["a", "b", "c"]] * 6
+
+
+def test_second_host_on_the_same_data_dir_is_refused(private_host, tmp_path):
+    private_host(tmp_path / "data")
+    with pytest.raises(HostStartError) as info:
+        private_host(tmp_path / "data")
+    assert "already using the task hub" in str(info.value)
