@@ -40,6 +40,8 @@ def test_kill_mid_fan_out_then_restart(private_host, tmp_path):
     assert api.start("fan_out", {"n": N, "sleep": 0.25, "file": "crash.txt"}, instance_id="crash").status_code == 202
     assert api.start("timer_orch", instance_id="crash-timer").status_code == 202
     assert api.start("wait_event", instance_id="crash-event").status_code == 202
+    assert api.start("parent_of_slow", {"n": 10, "sleep": 0.15, "file": "child.txt"},
+                     instance_id="crash-parent").status_code == 202
     deadline = time.monotonic() + 20
     while len(lines(out)) < 6:
         assert time.monotonic() < deadline, host.output()
@@ -55,6 +57,8 @@ def test_kill_mid_fan_out_then_restart(private_host, tmp_path):
     assert api.wait("crash-timer")["runtimeStatus"] == "Completed"  # timer re-armed after the restart
     api.session.post(f"{host.url}/api/raise/crash-event/approve", json="yes", timeout=10)
     assert api.wait("crash-event")["output"] == {"approved": '"yes"'}
+    assert api.wait("crash-parent")["output"] == 10  # the child resumed and reported to its parent
+    assert set(lines(private_host.out_dir / "child.txt")) == set(range(10))
 
     counts = collections.Counter(lines(out))
     assert set(counts) == set(range(N))  # every item ran

@@ -210,6 +210,11 @@ def parent_orch(context: df.DurableOrchestrationContext):
 
 
 @app.orchestration_trigger(context_name="context")
+def parent_of_slow(context: df.DurableOrchestrationContext):
+    return (yield context.call_sub_orchestrator("slow_sequence", context.get_input(), "slow-child"))
+
+
+@app.orchestration_trigger(context_name="context")
 def flaky_child(context: df.DurableOrchestrationContext):
     return (yield context.call_activity("flaky", context.get_input()))
 
