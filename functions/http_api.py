@@ -10,6 +10,7 @@ import azure.functions as func
 from functions.http_support import api_handler, json_response, read_json
 from orchestrations.pipeline_run import CANCEL_EVENT, ORCHESTRATOR_NAME
 from shared import control
+from shared.openapi import openapi_document
 from shared.errors import UnsupportedMediaType
 
 bp = df.Blueprint()
@@ -32,6 +33,13 @@ def _content_type(req: func.HttpRequest) -> str:
 @api_handler
 async def health(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(control.health())
+
+
+@bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@api_handler
+async def openapi(req: func.HttpRequest) -> func.HttpResponse:
+    """The OpenAPI 3.1 document, generated from the pydantic models; like health it needs no key."""
+    return json_response(openapi_document(_base_url(req)))
 
 
 @bp.route(route="datastores", methods=["GET"])
@@ -92,12 +100,71 @@ async def submit_pipeline(req: func.HttpRequest, client: df.DurableOrchestration
     return json_response(run, 202, {"Location": f"/api/runs/{run['Id']}"})
 
 
+# --- pipeline endpoints -------------------------------------------------------------------------
+@bp.route(route="endpoints", methods=["POST"])
+@api_handler
+async def create_endpoint(req: func.HttpRequest) -> func.HttpResponse:
+    endpoint = control.create_endpoint(read_json(req), base_url=_base_url(req))
+    return json_response(endpoint, 201, {"Location": f"/api/endpoints/{endpoint['Name']}"})
+
+
+@bp.route(route="endpoints", methods=["GET"])
+@api_handler
+async def list_endpoints(req: func.HttpRequest) -> func.HttpResponse:
+    return _listing(control.list_endpoints(req.params.get("status", "Active"), base_url=_base_url(req)))
+
+
+@bp.route(route="endpoints/{endpoint_name}", methods=["GET"])
+@api_handler
+async def get_endpoint(req: func.HttpRequest) -> func.HttpResponse:
+    return json_response(control.get_endpoint(req.route_params["endpoint_name"], base_url=_base_url(req)))
+
+
+@bp.route(route="endpoints/{endpoint_name}/versions", methods=["POST"])
+@api_handler
+async def add_endpoint_version(req: func.HttpRequest) -> func.HttpResponse:
+    endpoint = control.add_endpoint_version(req.route_params["endpoint_name"], read_json(req), base_url=_base_url(req))
+    return json_response(endpoint, 201, {"Location": f"/api/endpoints/{endpoint['Name']}"})
+
+
+@bp.route(route="endpoints/{endpoint_name}/default", methods=["PUT"])
+@api_handler
+async def set_endpoint_default(req: func.HttpRequest) -> func.HttpResponse:
+    return json_response(control.set_endpoint_default(req.route_params["endpoint_name"], read_json(req),
+                                                      base_url=_base_url(req)))
+
+
+@bp.route(route="endpoints/{endpoint_name}/disable", methods=["POST"])
+@api_handler
+async def disable_endpoint(req: func.HttpRequest) -> func.HttpResponse:
+    return json_response(control.set_endpoint_enabled(req.route_params["endpoint_name"], False, base_url=_base_url(req)))
+
+
+@bp.route(route="endpoints/{endpoint_name}/enable", methods=["POST"])
+@api_handler
+async def enable_endpoint(req: func.HttpRequest) -> func.HttpResponse:
+    return json_response(control.set_endpoint_enabled(req.route_params["endpoint_name"], True, base_url=_base_url(req)))
+
+
+@bp.route(route="endpoints/{endpoint_name}/submit", methods=["POST"])
+@bp.durable_client_input(client_name="client")
+@api_handler
+async def submit_endpoint(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    submission = control.submit_to_endpoint(req.route_params["endpoint_name"], read_json(req),
+                                            req.params.get("pipelineVersion"))
+    await client.start_new(ORCHESTRATOR_NAME, submission.run_id, submission.orchestration_input)
+    run = submission.run
+    return json_response(run, 202, {"Location": f"/api/runs/{run['Id']}"})
+
+
+# --- runs -------------------------------------------------------------------------------------
 @bp.route(route="runs", methods=["GET"])
 @api_handler
 async def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     params = req.params
     return _listing(control.list_runs(experiment=params.get("experiment"), status=params.get("status"),
-                                      pipeline_id=params.get("pipelineId"), top=params.get("top")))
+                                      pipeline_id=params.get("pipelineId"), top=params.get("top"),
+                                      tag=params.get("tag"), endpoint_name=params.get("endpointName")))
 
 
 @bp.route(route="runs/{run_id}", methods=["GET"])
@@ -114,6 +181,12 @@ async def cancel_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
     if notify:
         await client.raise_event(run["Id"], CANCEL_EVENT, {})
     return json_response(run, 202, {"Location": f"/api/runs/{run['Id']}"})
+
+
+@bp.route(route="runs/{run_id}/tags", methods=["POST", "PATCH"])
+@api_handler
+async def update_run_tags(req: func.HttpRequest) -> func.HttpResponse:
+    return json_response(control.update_run_tags(req.route_params["run_id"], read_json(req)))
 
 
 @bp.route(route="runs/{run_id}/steps/{step}/logs", methods=["GET"])

@@ -100,6 +100,37 @@ class PipelineClient:
         body = {"ExperimentName": experiment_name, "ParameterAssignments": parameters or {}, **fields}
         return self.request("POST", f"/api/pipelines/{_quote(pipeline_id)}/submit", body=body)
 
+    # endpoints
+    def create_endpoint(self, name: str, pipeline_id: str, description: str | None = None) -> dict:
+        body = {"name": name, "pipelineId": pipeline_id, "description": description}
+        return self.request("POST", "/api/endpoints", body=body)
+
+    def list_endpoints(self, status: str = "Active") -> list[dict]:
+        return self.request("GET", "/api/endpoints", query={"status": status})["value"]
+
+    def get_endpoint(self, name: str) -> dict:
+        return self.request("GET", f"/api/endpoints/{_quote(name)}")
+
+    def add_endpoint_version(self, name: str, pipeline_id: str) -> dict:
+        return self.request("POST", f"/api/endpoints/{_quote(name)}/versions", body={"pipelineId": pipeline_id})
+
+    def set_endpoint_default(self, name: str, version: str) -> dict:
+        return self.request("PUT", f"/api/endpoints/{_quote(name)}/default", body={"version": str(version)})
+
+    def set_endpoint_enabled(self, name: str, enabled: bool) -> dict:
+        action = "enable" if enabled else "disable"
+        return self.request("POST", f"/api/endpoints/{_quote(name)}/{action}")
+
+    def submit_endpoint(self, name: str, experiment_name: str, parameters: dict | None = None, *,
+                        pipeline_version: str | None = None, **fields) -> dict:
+        body = {"ExperimentName": experiment_name, "ParameterAssignments": parameters or {}, **fields}
+        if pipeline_version is not None:
+            body["PipelineVersion"] = str(pipeline_version)
+        return self.request("POST", f"/api/endpoints/{_quote(name)}/submit", body=body)
+
+    def update_run_tags(self, run_id: str, tags: dict) -> dict:
+        return self.request("PATCH", f"/api/runs/{_quote(run_id)}/tags", body=tags)
+
     def get_run(self, run_id: str) -> dict:
         return self.request("GET", f"/api/runs/{_quote(run_id)}")
 

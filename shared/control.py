@@ -10,18 +10,27 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from shared import __version__
+from shared.api_models import (
+    MAX_TAG_KEY,
+    MAX_TAG_VALUE,
+    MAX_TAGS,
+    AddEndpointVersionRequest,
+    CreateEndpointRequest,
+    SetDefaultVersionRequest,
+)
 from shared.datastore import get_datastore, list_datastores as _list_datastores, safe_blob_path
+from shared.endpoints import EndpointRecord, EndpointRegistry, check_endpoint_name
 from shared.errors import Conflict, InvalidRequest, NotFound
 from shared.packaging import extract_package
 from shared.pipelines import PublishedPipeline, from_record, get_published, remember
 from shared.publishing import publish_directory
 from shared.registry import PipelineRegistry
-from shared.runs import RunRecord, RunStore, StepRecord, new_run_id
+from shared.runs import RUN_STATUSES, RunRecord, RunStore, StepRecord, new_run_id
 from shared.settings import get_settings
 from shared.spec import load_definition, parse_definition, validate_parameter_assignments
 from shared.statuses import RunStatus
@@ -108,6 +117,55 @@ def set_pipeline_enabled(pipeline_id: str, enabled: bool, base_url: str | None =
     return _pipeline_api(record, base_url)
 
 
+# --- pipeline endpoints (AML PipelineEndpoint) -----------------------------------------------
+def _endpoint_api(record: EndpointRecord, base_url: str | None) -> dict:
+    endpoint = f"{base_url}/api/endpoints/{record.Name}/submit" if base_url else None
+    return record.to_api(endpoint)
+
+
+def create_endpoint(body: dict, base_url: str | None = None) -> dict:
+    request = CreateEndpointRequest.model_validate(body)
+    record = EndpointRegistry().create(request.name, request.pipelineId, request.description)
+    return _endpoint_api(record, base_url)
+
+
+def list_endpoints(status: str = "Active", base_url: str | None = None) -> list[dict]:
+    return [_endpoint_api(record, base_url) for record in EndpointRegistry().list(status)]
+
+
+def get_endpoint(name: str, base_url: str | None = None) -> dict:
+    return _endpoint_api(EndpointRegistry().get(name), base_url)
+
+
+def add_endpoint_version(name: str, body: dict, base_url: str | None = None) -> dict:
+    request = AddEndpointVersionRequest.model_validate(body)
+    return _endpoint_api(EndpointRegistry().add_version(name, request.pipelineId), base_url)
+
+
+def set_endpoint_default(name: str, body: dict, base_url: str | None = None) -> dict:
+    request = SetDefaultVersionRequest.model_validate(body)
+    return _endpoint_api(EndpointRegistry().set_default(name, request.version), base_url)
+
+
+def set_endpoint_enabled(name: str, enabled: bool, base_url: str | None = None) -> dict:
+    return _endpoint_api(EndpointRegistry().set_status(name, "Active" if enabled else "Disabled"), base_url)
+
+
+def submit_to_endpoint(name: str, body: dict, query_version: str | None = None) -> Submission:
+    """Submit to the endpoint's default version, or to body `PipelineVersion` / query `pipelineVersion`."""
+    EndpointSubmitRequest.model_validate(body)  # body errors first, as for a pipeline submit
+    body_version = body.get("PipelineVersion")
+    if body_version is not None and query_version is not None and str(body_version) != str(query_version):
+        raise InvalidRequest(f"PipelineVersion: the body says {body_version!r} but the query "
+                             f"pipelineVersion says {query_version!r}")
+    if body_version is not None:
+        version, field = body_version, "PipelineVersion"
+    else:
+        version, field = query_version, "pipelineVersion"
+    pipeline_id, chosen = EndpointRegistry().resolve(name, version, field=field)
+    return submit(pipeline_id, body, endpoint_name=name, endpoint_version=chosen)
+
+
 # --- submit -----------------------------------------------------------------------------------
 class DataPathAssignment(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -128,6 +186,30 @@ class SubmitRequest(BaseModel):
     Description: Optional[str] = None
     ParentRunId: Optional[str] = None
     Tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("Tags")
+    @classmethod
+    def _check_tags(cls, tags: dict[str, str]) -> dict[str, str]:
+        check_tags(tags)
+        return tags
+
+
+def check_tags(tags: dict, field: str = "Tags") -> None:
+    """Tag limits: at most MAX_TAGS tags, keys 1-MAX_TAG_KEY characters without ':', values up to MAX_TAG_VALUE."""
+    if len(tags) > MAX_TAGS:
+        raise ValueError(f"at most {MAX_TAGS} tags, got {len(tags)}")
+    for key, value in tags.items():
+        if not key or len(key) > MAX_TAG_KEY or ":" in key or any(ord(ch) < 32 for ch in key):
+            raise ValueError(f"tag key {key!r} must be 1-{MAX_TAG_KEY} characters, no ':' or control characters")
+        if value is not None and (not isinstance(value, str) or len(value) > MAX_TAG_VALUE):
+            raise ValueError(f"tag {key!r}: the value must be a string of at most {MAX_TAG_VALUE} characters")
+
+
+class EndpointSubmitRequest(SubmitRequest):
+    """A submit to a pipeline endpoint: the pipeline submit body, plus the version to run."""
+
+    PipelineVersion: Optional[Union[str, int]] = Field(
+        default=None, description='the endpoint version to run (default: its DefaultVersion), e.g. "1"')
 
 
 @dataclass(frozen=True)
@@ -160,7 +242,8 @@ def _apply_data_paths(published: PublishedPipeline, request: SubmitRequest, para
     return assignments
 
 
-def submit(pipeline_id: str, body: dict, *, endpoint_name: str | None = None) -> Submission:
+def submit(pipeline_id: str, body: dict, *, endpoint_name: str | None = None,
+           endpoint_version: str | None = None) -> Submission:
     request = SubmitRequest.model_validate(body)
     record = PipelineRegistry().get(pipeline_id)  # fresh: Status may have changed
     if record.Status != "Active":
@@ -174,6 +257,8 @@ def submit(pipeline_id: str, body: dict, *, endpoint_name: str | None = None) ->
         DataPathAssignments={k: v.model_dump() for k, v in request.DataPathAssignments.items()},
         Tags=request.Tags, Description=request.Description, RegenerateOutputs=request.RegenerateOutputs,
         ContinueOnStepFailure=request.ContinueOnStepFailure)
+    if endpoint_name is not None:
+        run.PipelineVersion = endpoint_version
     RunStore().create_run(run)
     orchestration_input = {"runId": run.Id, "steps": published.definition.dependencies(),
                            "continueOnStepFailure": request.ContinueOnStepFailure}
@@ -212,7 +297,8 @@ def get_run(run_id: str) -> dict:
 
 
 def list_runs(experiment: str | None = None, status: str | None = None, pipeline_id: str | None = None,
-              top: str | int | None = None) -> list[dict]:
+              top: str | int | None = None, tag: str | None = None, endpoint_name: str | None = None) -> list[dict]:
+    """Runs newest first; `tag` is `key` (the run has the tag) or `key:value` (with that value)."""
     if top is not None:
         try:
             top = int(top)
@@ -220,8 +306,48 @@ def list_runs(experiment: str | None = None, status: str | None = None, pipeline
             raise InvalidRequest(f"top: expected a whole number, got {top!r}") from None
         if not 1 <= top <= 1000:
             raise InvalidRequest("top: must be between 1 and 1000")
-    runs = RunStore().list_runs(experiment=experiment, status=status, pipeline_id=pipeline_id, top=top or 100)
+    if status is not None and status not in RUN_STATUSES:
+        raise InvalidRequest(f"status: {status!r} is not a run status ({', '.join(RUN_STATUSES)})")
+    tag_filter = None
+    if tag is not None:
+        key, sep, value = tag.partition(":")
+        if not key:
+            raise InvalidRequest(f"tag: expected KEY or KEY:VALUE, got {tag!r}")
+        tag_filter = (key, value if sep else None)
+    runs = RunStore().list_runs(experiment=experiment, status=status, pipeline_id=pipeline_id, top=top or 100,
+                                tag=tag_filter, endpoint_name=endpoint_name)
     return [_run_api(run, None) for run in runs]
+
+
+def update_run_tags(run_id: str, body: dict, *, replace: bool = False) -> dict:
+    """Merge `body` ({key: value}; a null value removes the key) into the run's Tags; the run after.
+
+    With `replace` the body becomes the whole tag set. Tags live on run.json and in its index
+    entry, so `GET /api/runs?tag=key[:value]` finds the run at once.
+    """
+    for key, value in body.items():
+        if value is not None and not isinstance(value, str):
+            raise InvalidRequest(f"{key}: a tag value must be a string or null, got {type(value).__name__}")
+    try:
+        check_tags({k: v for k, v in body.items()})
+    except ValueError as error:
+        raise InvalidRequest(f"request body: {error}") from None
+
+    def change(run: RunRecord) -> None:
+        tags = {} if replace else dict(run.Tags)
+        for key, value in body.items():
+            if value is None:
+                tags.pop(key, None)
+            else:
+                tags[key] = value
+        try:
+            check_tags(tags)
+        except ValueError as error:
+            raise InvalidRequest(f"request body: {error}") from None
+        run.Tags = tags
+
+    RunStore().modify_run(run_id, change)
+    return get_run(run_id)
 
 
 def request_cancel(run_id: str) -> tuple[dict, bool]:

@@ -5,7 +5,8 @@ Layout (system container):
   runs/{runId}/steps/{step}.json         one step record
   runs/{runId}/steps/{step}/log.txt      step log (append blob)
   runs/{runId}/steps/{step}/fingerprint.json
-  runindex/{invertedCreatedMs}_{runId}   empty blob, metadata {experiment, status, pipelineid}:
+  runindex/{invertedCreatedMs}_{runId}   empty blob, metadata {experiment, status, pipelineid,
+                                         endpoint, tags (URL-quoted JSON, "*" when too long)}:
                                          listing it ascending gives runs newest first, and the
                                          filters need no record downloads.
 
@@ -178,10 +179,44 @@ def _index_name(run: RunRecord) -> str:
     return f"runindex/{inverted:013d}_{run.Id}"
 
 
+_MAX_INDEXED_TAGS = 4096  # bytes of quoted tag JSON kept in index metadata (the whole set is ≤ 8 KiB)
+
+
 def _index_metadata(run: RunRecord) -> dict[str, str]:
-    """Filterable fields, URL-quoted (metadata must be ASCII); empty values are left out."""
-    fields = {"experiment": run.ExperimentName, "status": run.Status, "pipelineid": run.PipelineId}
-    return {key: quote(value, safe="") for key, value in fields.items() if value}
+    """Filterable fields, URL-quoted (metadata must be ASCII); empty values are left out.
+
+    Tags are one quoted JSON value; a tag set too long for metadata is indexed as "*" (every tag
+    filter then reads that run's record to decide).
+    """
+    fields = {"experiment": run.ExperimentName, "status": run.Status, "pipelineid": run.PipelineId,
+              "endpoint": run.EndpointName}
+    metadata = {key: quote(value, safe="") for key, value in fields.items() if value}
+    if run.Tags:
+        tags = quote(json.dumps(run.Tags, sort_keys=True, separators=(",", ":")), safe="")
+        metadata["tags"] = tags if len(tags) <= _MAX_INDEXED_TAGS else "*"
+    return metadata
+
+
+def tags_match(tags: dict | None, tag: tuple[str, str | None] | None) -> bool:
+    """`tag` is (key, None): the run has the key; (key, value): with that value."""
+    if tag is None:
+        return True
+    key, value = tag
+    tags = tags or {}
+    return key in tags and (value is None or str(tags[key]) == value)
+
+
+def _indexed_tags(meta: dict[str, str]) -> dict | None:
+    """Tags from index metadata (already unquoted); None when the record must decide."""
+    raw = meta.get("tags")
+    if not raw:
+        return {}
+    if raw == "*":
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
 
 
 def _conflict_pause(attempt: int) -> None:
@@ -301,7 +336,8 @@ class RunStore:
             record = self._read_run(record.Id)
 
     def list_runs(self, experiment: str | None = None, status: str | None = None,
-                  pipeline_id: str | None = None, top: int = 100) -> list[RunRecord]:
+                  pipeline_id: str | None = None, top: int = 100, tag: tuple[str, str | None] | None = None,
+                  endpoint_name: str | None = None) -> list[RunRecord]:
         """Runs newest first (without Steps) matching every given filter; at most `top`.
 
         The index metadata narrows the candidates without downloading records; each candidate is
@@ -310,15 +346,18 @@ class RunStore:
         if top <= 0:
             return []
 
-        def matches(experiment_value, status_value, pipeline_value) -> bool:
+        def matches(experiment_value, status_value, pipeline_value, endpoint_value=None, tags=None) -> bool:
             return ((experiment is None or experiment_value == experiment)
                     and (status is None or status_value == status)
-                    and (pipeline_id is None or pipeline_value == pipeline_id))
+                    and (pipeline_id is None or pipeline_value == pipeline_id)
+                    and (endpoint_name is None or endpoint_value == endpoint_name)
+                    and (tags is None or tags_match(tags, tag)))
 
         def candidates():
             for blob in self._container().list_blobs(name_starts_with="runindex/", include=["metadata"]):
                 meta = {k.lower(): unquote(v) for k, v in (blob.metadata or {}).items()}
-                if matches(meta.get("experiment"), meta.get("status"), meta.get("pipelineid") or None):
+                if matches(meta.get("experiment"), meta.get("status"), meta.get("pipelineid") or None,
+                           meta.get("endpoint") or None, _indexed_tags(meta)):
                     yield blob.name.split("_", 1)[1]
 
         def read(run_id: str) -> RunRecord | None:
@@ -331,7 +370,7 @@ class RunStore:
         with translate_storage_errors("run index"):
             def confirmed(run_ids: list[str]) -> list[RunRecord]:
                 return [r for r in parallel_map(read, run_ids)
-                        if r and matches(r.ExperimentName, r.Status, r.PipelineId)]
+                        if r and matches(r.ExperimentName, r.Status, r.PipelineId, r.EndpointName, r.Tags)]
 
             batch: list[str] = []
             for run_id in candidates():

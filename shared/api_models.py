@@ -1,0 +1,171 @@
+"""Pydantic models of the HTTP API bodies (API.md section 3): requests the handlers validate, and
+responses as the API returns them. The OpenAPI document (shared/openapi.py) and the Python client
+(shared/client.py) are both generated from / typed by these, so they cannot drift apart.
+
+Response models allow extra fields: the API may add fields (the contract is "extend, never break").
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Number = Union[int, float]
+ActiveStatus = Literal["Active", "Disabled"]
+RunStatusName = Literal["NotStarted", "Queued", "Running", "CancelRequested", "Finished", "Failed", "Canceled"]
+StepStatusName = Literal["NotStarted", "Queued", "Running", "CancelRequested", "Completed", "Failed", "Canceled",
+                         "Skipped"]
+
+MAX_TAGS = 50
+MAX_TAG_KEY = 128
+MAX_TAG_VALUE = 256
+TagKey = Field(min_length=1, max_length=MAX_TAG_KEY)
+
+
+# ----- requests --------------------------------------------------------------------------------
+
+
+class CreateEndpointRequest(BaseModel):
+    """POST /api/endpoints."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    description: Optional[str] = Field(default=None, max_length=4096)
+    pipelineId: str = Field(min_length=1, max_length=128)
+
+
+class AddEndpointVersionRequest(BaseModel):
+    """POST /api/endpoints/{name}/versions."""
+
+    model_config = ConfigDict(extra="forbid")
+    pipelineId: str = Field(min_length=1, max_length=128)
+
+
+class SetDefaultVersionRequest(BaseModel):
+    """PUT /api/endpoints/{name}/default."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: Union[str, int] = Field(description='a version of the endpoint, e.g. "1"')
+
+
+class TagsRequest(BaseModel):
+    """POST or PATCH /api/runs/{id}/tags: tags to add or change (a null value removes the tag)."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, Optional[str]] = Field(init=False)
+
+
+# ----- responses -------------------------------------------------------------------------------
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ErrorDetail(_Response):
+    code: str
+    message: str
+
+
+class ErrorResponse(_Response):
+    error: ErrorDetail
+
+
+class Health(_Response):
+    status: str
+    version: str
+
+
+class Datastore(_Response):
+    Name: str
+    Container: str
+    AccountName: Optional[str] = None
+    IsDefault: bool
+
+
+class Pipeline(_Response):
+    Id: str
+    Name: str
+    Description: Optional[str] = None
+    Version: Optional[str] = None
+    Status: ActiveStatus
+    Parameters: dict[str, Any] = Field(default_factory=dict)
+    Endpoint: Optional[str] = None
+    CreatedTimeUtc: str
+
+
+class EndpointVersionModel(_Response):
+    Version: str
+    PipelineId: str
+
+
+class Endpoint(_Response):
+    Name: str
+    Description: Optional[str] = None
+    DefaultVersion: str
+    Versions: list[EndpointVersionModel]
+    Status: ActiveStatus
+    Endpoint: Optional[str] = None
+    CreatedTimeUtc: Optional[str] = None
+
+
+class OutputRefModel(_Response):
+    Datastore: str
+    Path: str
+
+
+class Step(_Response):
+    Name: str
+    Status: StepStatusName
+    Reused: bool = False
+    ReusedFromRunId: Optional[str] = None
+    Compute: Optional[str] = None
+    Fingerprint: Optional[str] = None
+    StartTimeUtc: Optional[str] = None
+    EndTimeUtc: Optional[str] = None
+    Outputs: dict[str, OutputRefModel] = Field(default_factory=dict)
+    Metrics: dict[str, Union[Number, list[Number]]] = Field(default_factory=dict)
+    Error: Optional[ErrorDetail] = None
+
+
+class Run(_Response):
+    Id: str
+    Status: RunStatusName
+    ExperimentName: str
+    PipelineId: Optional[str] = None
+    EndpointName: Optional[str] = None
+    RunSource: Optional[str] = None
+    ParameterAssignments: dict[str, Any] = Field(default_factory=dict)
+    DataPathAssignments: dict[str, Any] = Field(default_factory=dict)
+    Tags: dict[str, Any] = Field(default_factory=dict)
+    Description: Optional[str] = None
+    CreatedTimeUtc: str
+    StartTimeUtc: Optional[str] = None
+    EndTimeUtc: Optional[str] = None
+    Error: Optional[ErrorDetail] = None
+    Steps: list[Step] = Field(default_factory=list)
+
+
+class _Listing(_Response):
+    nextLink: Optional[str] = None
+
+
+class DatastoreList(_Listing):
+    value: list[Datastore]
+
+
+class PipelineList(_Listing):
+    value: list[Pipeline]
+
+
+class EndpointList(_Listing):
+    value: list[Endpoint]
+
+
+class RunList(_Listing):
+    value: list[Run]
+
+
+class Fingerprint(_Response):
+    """A step's fingerprint ingredients, each with its hash (shape depends on the step)."""

@@ -1,0 +1,86 @@
+"""GET /api/openapi.json describes every route, and schemathesis finds no 5xx and no response off the schema.
+
+The schemathesis run is bounded (a few examples per operation, no shrinking, no example
+database) so it takes seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from shared.openapi import OPERATIONS
+
+pytestmark = pytest.mark.integration
+
+MAX_EXAMPLES = 6
+
+
+def _registered_routes() -> set[tuple[str, str]]:
+    import function_app
+
+    routes = set()
+    for function in function_app.app.get_functions():
+        trigger = function.get_trigger()
+        if getattr(trigger, "type", None) != "httpTrigger":
+            continue
+        for method in trigger.methods or []:
+            routes.add((str(getattr(method, "value", method)).lower(), "/" + trigger.route))
+    return routes
+
+
+def test_every_http_route_is_in_the_document():
+    documented = {(op.method, op.path) for op in OPERATIONS}
+    assert _registered_routes() == documented
+
+
+def test_document_is_served_without_a_key_and_is_openapi_31(host):
+    with urllib.request.urlopen(host.url + "/api/openapi.json", timeout=30) as response:
+        assert response.status == 200
+        document = json.loads(response.read())
+    assert document["openapi"].startswith("3.1")
+    assert document["servers"] == [{"url": host.url + "/api"}]
+    submit = document["paths"]["/endpoints/{endpoint_name}/submit"]["post"]
+    assert submit["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("EndpointSubmitRequest")
+    assert set(submit["responses"]) >= {"202", "400", "401", "404", "409"}
+    run_schema = document["components"]["schemas"]["Run"]
+    assert {"Id", "Status", "EndpointName", "Steps", "Tags"} <= set(run_schema["properties"])
+    assert document["paths"]["/health"]["get"]["security"] == []
+
+
+def _operations(host):
+    schema = schemathesis.openapi.from_url(host.url + "/api/openapi.json")
+    return [result.ok() for result in schema.get_all_operations()]
+
+
+@pytest.mark.timeout(120)
+def test_api_conforms_to_its_schema(host):
+    """Every operation, a few generated requests each: no 5xx, status, content type and body as documented."""
+    checks = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
+    failures, calls = [], []
+    operations = _operations(host)
+    assert len(operations) >= len(OPERATIONS) - 1  # schemathesis may leave out its own schema route
+    for operation in operations:
+        @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
+                  phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy())
+        def exercise(case):
+            calls.append(case.operation.label)
+            case.call_and_validate(headers=host.headers, timeout=30, checks=checks)
+
+        try:
+            exercise()
+        except Exception as error:  # noqa: BLE001 - collect every operation's failure, then report them all
+            failures.append(f"{operation.method.upper()} {operation.path}: {error}")
+    assert not failures, "\n\n".join(failures)
+    assert len(set(calls)) == len(operations) and len(calls) >= 3 * len(operations)
