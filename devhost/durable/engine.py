@@ -291,6 +291,7 @@ class DurableEngine:
             if control_history:
                 row["updated"] = ts
                 batch.instances.append(dict(row))
+            if control_history or batch.consumed_inbox:  # e.g. only stale results: still delete them
                 self._commit_episode(inst, batch, control_history, deliveries)
             return
 
