@@ -23,8 +23,8 @@ BENCH_KEY = "benchmark-key-0123456789"
 
 
 @contextlib.contextmanager
-def local_stack(extra_env: dict | None = None) -> Iterator[tuple[PipelineClient, dict]]:
-    """A fresh Azurite and a devhost running the repo's function_app.py; yields (client, env)."""
+def local_stack(extra_env: dict | None = None) -> Iterator[tuple[PipelineClient, dict, object]]:
+    """A fresh Azurite and a devhost running the repo's function_app.py; yields (client, env, host)."""
     with tempfile.TemporaryDirectory(prefix="mlpipe-bench-") as scratch:
         scratch_path = Path(scratch)
         azurite = start_azurite(scratch_path / "azurite", blob_port=free_port(), queue_port=free_port())
@@ -33,7 +33,7 @@ def local_stack(extra_env: dict | None = None) -> Iterator[tuple[PipelineClient,
         try:
             with start_host(REPO_ROOT, env=env, data_dir=scratch_path / "data") as host:
                 os.environ.update(env)
-                yield PipelineClient(host.url, BENCH_KEY), env
+                yield PipelineClient(host.url, BENCH_KEY), env, host
         finally:
             azurite.stop()
 
@@ -51,7 +51,7 @@ def spawn_floor(script: Path, count: int) -> float:
 def timed_run(client: PipelineClient, pipeline_id: str, **submit_fields) -> tuple[float, dict]:
     started = time.perf_counter()
     run = client.submit(pipeline_id, "benchmark", **submit_fields)
-    final = client.wait_for_run(run["Id"], poll_seconds=0.02, timeout=600)
+    final = client.wait_for_run(run["Id"], poll_seconds=0.05, timeout=900)
     return time.perf_counter() - started, final
 
 

@@ -49,6 +49,8 @@ TERMINAL_RUN_STATUSES = frozenset({"Finished", "Failed", "Canceled"})
 TERMINAL_STEP_STATUSES = frozenset({"Completed", "Failed", "Canceled", "Skipped"})
 
 _MAX_ETAG_ATTEMPTS = 20
+_RECORD_METADATA = "record"
+_MAX_INLINE_RECORD = 7 * 1024  # blob metadata is 8 KiB in all
 _APPEND_BLOCK_LIMIT = 4 * 1024 * 1024
 
 
@@ -254,20 +256,25 @@ class RunStore:
         return record
 
     def _read_steps(self, run_id: str) -> list[StepRecord]:
+        """Every step record of the run: one listing (records ride in blob metadata), plus a
+        download only for a record too large for metadata."""
         prefix = f"{_run_prefix(run_id)}/steps/"
         container = self._container()
         with translate_storage_errors(f"steps of run '{run_id}'"):
-            names = [b.name for b in container.walk_blobs(name_starts_with=prefix, delimiter="/")
-                     if b.name.endswith(".json") and not b.name.endswith("/")]
+            listed = [b for b in container.walk_blobs(name_starts_with=prefix, delimiter="/", include=["metadata"])
+                      if b.name.endswith(".json") and not b.name.endswith("/")]
 
-        def read(name: str) -> StepRecord | None:
+        def read(blob) -> StepRecord | None:
+            inline = {k.lower(): v for k, v in (blob.metadata or {}).items()}.get(_RECORD_METADATA)
+            if inline:
+                return StepRecord.model_validate_json(inline)
             try:
-                return StepRecord.model_validate_json(container.download_blob(name).readall())
+                return StepRecord.model_validate_json(container.download_blob(blob.name).readall())
             except ResourceNotFoundError:
                 return None
 
         with translate_storage_errors(f"steps of run '{run_id}'"):
-            return [s for s in parallel_map(read, names) if s is not None]
+            return [s for s in parallel_map(read, listed) if s is not None]
 
     def get_run(self, run_id: str, with_steps: bool = True) -> RunRecord:
         """The run; with its step records (sorted by name) when `with_steps`. NotFound if absent."""
@@ -387,9 +394,14 @@ class RunStore:
     # ----- steps ---------------------------------------------------------------------------
 
     def put_step(self, run_id: str, step: StepRecord) -> StepRecord:
+        body = step.model_dump_json()
+        # The record also rides in the blob's metadata (ASCII JSON), so reading a whole run is one
+        # listing instead of a download per step; a record too large for metadata is only in the body.
+        inline = json.dumps(json.loads(body), ensure_ascii=True, separators=(",", ":"))
+        metadata = {_RECORD_METADATA: inline} if len(inline) <= _MAX_INLINE_RECORD else None
         with translate_storage_errors(f"step '{step.Name}' of run '{run_id}'"):
-            self._container().upload_blob(f"{_step_prefix(run_id, step.Name)}.json",
-                                          step.model_dump_json().encode("utf-8"), overwrite=True)
+            self._container().upload_blob(f"{_step_prefix(run_id, step.Name)}.json", body.encode("utf-8"),
+                                          overwrite=True, metadata=metadata)
         return step
 
     def get_step(self, run_id: str, step: str) -> StepRecord:

@@ -8,6 +8,7 @@ Nothing here ever formats a connection string, key or SAS into a message.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,10 @@ from azure.storage.blob import BlobServiceClient, ContainerClient, ExponentialRe
 
 from shared.errors import Conflict, MlpipeError, NotFound, StorageError, TransientError
 from shared.settings import get_settings
+
+# azure-core logs every request and response (headers included) at INFO. A Functions host logs
+# INFO by default, so that would be a line per blob call: slow, noisy, and a place secrets hide.
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 # Blobs up to this size go in one request; bigger ones are streamed in blocks of this size
 # (the SDK would otherwise buffer up to 64 MiB of a file in memory for a single put).
