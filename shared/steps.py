@@ -254,12 +254,13 @@ def _complete(ctx: StepContext, record: StepRecord, status: JobStatus) -> dict:
     index = ReuseIndex()
     pipeline_id = ctx.plan["pipelineId"]
     # The outputs are committed (the backend wrote their manifests); record reuse and the step.
-    def record_reuse_then_release() -> None:
+    def record_reuse() -> None:
         index.record(ctx.fingerprint, ctx.run_id, ctx.step.name, pipeline_id, outputs, record.Metrics)
-        _release(ctx)  # after the reuse record: runs waiting on this fingerprint now reuse it
 
-    parallel_map(lambda write: write(), [record_reuse_then_release,
-                                         lambda: _finalise(ctx, record, StepStatus.COMPLETED, None)])
+    parallel_map(lambda write: write(), [record_reuse, lambda: _finalise(ctx, record, StepStatus.COMPLETED, None)])
+    # Only now that the reuse record exists may waiting runs look again: release the lease, off the
+    # hot path (a waiter polls about once a second, so a few milliseconds later changes nothing).
+    _record_writer.submit(_release, ctx)
     return _progress(StepStatus.COMPLETED.value, outputs=outputs_body(outputs))
 
 
