@@ -9,6 +9,7 @@ visible as complete.
 URI schemes (compute setting `storage_uri_scheme`):
   abfss  abfss://{container}@{account}.dfs.core.windows.net/{path}  (Databricks, Spark; ADLS Gen2)
   wasbs  wasbs://{container}@{account}.blob.core.windows.net/{path}
+  wasb   wasb://{container}@{account}.blob.core.windows.net/{path}  (U-SQL on Data Lake Analytics)
   https  the blob URL, e.g. https://{account}.blob.core.windows.net/{container}/{path}
 The default is abfss for an account on *.blob.core.windows.net and https otherwise (Azurite).
 """
@@ -28,39 +29,41 @@ from shared.redact import redact
 from shared.runs import RunStore
 from shared.storage import translate_storage_errors
 
-URI_SCHEMES = ("abfss", "wasbs", "https")
+URI_SCHEMES = ("abfss", "wasbs", "wasb", "https")
 
 
 def _account_host(datastore: Datastore) -> str:
     return urlparse(datastore.container_client().url).hostname or ""
 
 
-def default_scheme(datastore: Datastore) -> str:
-    return "abfss" if _account_host(datastore).endswith(".blob.core.windows.net") else "https"
+def default_scheme(datastore: Datastore, cloud_scheme: str = "abfss") -> str:
+    return cloud_scheme if _account_host(datastore).endswith(".blob.core.windows.net") else "https"
 
 
-def storage_uri(datastore_name: str, path: str, scheme: str | None = None, folder: bool = False) -> str:
-    """The URI a remote job uses for `path` on datastore `datastore_name`."""
+def storage_uri(datastore_name: str, path: str, scheme: str | None = None, folder: bool = False,
+                cloud_scheme: str = "abfss") -> str:
+    """The URI a remote job uses for `path` on datastore `datastore_name` (`scheme` None: `cloud_scheme`
+    on Azure, https elsewhere)."""
     datastore = get_datastore(datastore_name)
     path = safe_blob_path(path) + ("/" if folder else "")
-    scheme = scheme or default_scheme(datastore)
+    scheme = scheme or default_scheme(datastore, cloud_scheme)
     if scheme not in URI_SCHEMES:
         raise InvalidRequest(f"storage_uri_scheme must be one of {', '.join(URI_SCHEMES)}, not {scheme!r}")
     if scheme == "https":
         return f"{datastore.container_client().url.rstrip('/')}/{quote(path)}"
     account = _account_host(datastore).split(".")[0]
-    host = "dfs" if scheme == "abfss" else "blob"
+    host = "dfs" if scheme == "abfss" else "blob"  # wasb and wasbs name the blob endpoint
     return f"{scheme}://{datastore.container}@{account}.{host}.core.windows.net/{quote(path)}"
 
 
-def input_uris(request: StepJobRequest, scheme: str | None = None) -> dict[str, str]:
+def input_uris(request: StepJobRequest, scheme: str | None = None, cloud_scheme: str = "abfss") -> dict[str, str]:
     """{input name: URI}; PipelineData is a folder (its committed prefix), a dataset a blob or folder."""
-    return {name: storage_uri(ref.datastore, ref.path, scheme, folder=ref.is_pipeline_data)
+    return {name: storage_uri(ref.datastore, ref.path, scheme, folder=ref.is_pipeline_data, cloud_scheme=cloud_scheme)
             for name, ref in request.inputs.items()}
 
 
-def output_uris(request: StepJobRequest, scheme: str | None = None) -> dict[str, str]:
-    return {name: storage_uri(DEFAULT_DATASTORE, prefix, scheme, folder=True)
+def output_uris(request: StepJobRequest, scheme: str | None = None, cloud_scheme: str = "abfss") -> dict[str, str]:
+    return {name: storage_uri(DEFAULT_DATASTORE, prefix, scheme, folder=True, cloud_scheme=cloud_scheme)
             for name, prefix in request.outputs.items()}
 
 

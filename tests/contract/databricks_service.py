@@ -33,9 +33,11 @@ class DatabricksService(Service):
         ("POST", API + r"/cancel", "cancel"),
     ]
 
-    def __init__(self, token: str, behaviour: Optional[Callable[[dict], Any]] = None):
+    def __init__(self, token: str, behaviour: Optional[Callable[[dict], Any]] = None,
+                 default_script: tuple = DEFAULT_SCRIPT):
         self.token = token
         self.behaviour = behaviour
+        self.default_script = default_script
         self.runs: dict[int, dict] = {}
         self.by_token: dict[str, int] = {}
         self.scripts: list[tuple] = []          # scripts for the next submitted runs, in order
@@ -71,7 +73,7 @@ class DatabricksService(Service):
         if token and token in self.by_token:
             return Response(200, {"run_id": self.by_token[token]})
         run_id = next(self._ids)
-        script = list(self.scripts.pop(0) if self.scripts else DEFAULT_SCRIPT)
+        script = list(self.scripts.pop(0) if self.scripts else self.default_script)
         task = body["tasks"][0]
         self.runs[run_id] = {"run_id": run_id, "task_run_id": run_id + 500000, "body": body, "task": task,
                              "script": script, "state": ("QUEUED", None, ""), "output": {}, "cancel": False,

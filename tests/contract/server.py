@@ -91,7 +91,7 @@ class ContractServer:
     def __init__(self, service: Service):
         self.service = service
         self.requests: list[Request] = []
-        self._faults: list[tuple[str, Fault]] = []
+        self._faults: list[tuple[str, Optional[str], Fault]] = []
         self._lock = threading.Lock()
         server = self
 
@@ -136,15 +136,16 @@ class ContractServer:
 
     # ----- faults and records ----------------------------------------------------------------
 
-    def inject(self, path_contains: str, *faults: Fault) -> None:
-        """The next len(faults) requests whose path contains `path_contains` get these faults, in order."""
+    def inject(self, path_contains: str, *faults: Fault, method: Optional[str] = None) -> None:
+        """The next len(faults) requests whose path contains `path_contains` (and whose method is
+        `method`, if given) get these faults, in order."""
         with self._lock:
-            self._faults.extend((path_contains, fault) for fault in faults)
+            self._faults.extend((path_contains, method, fault) for fault in faults)
 
     def _take_fault(self, request: Request) -> Optional[Fault]:
         with self._lock:
-            for index, (needle, fault) in enumerate(self._faults):
-                if needle in request.path:
+            for index, (needle, method, fault) in enumerate(self._faults):
+                if needle in request.path and method in (None, request.method):
                     del self._faults[index]
                     return fault
         return None
