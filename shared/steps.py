@@ -37,7 +37,6 @@ from shared.settings import get_settings
 from shared.single_flight import Holder, StepLeases
 from shared.spec import DEFAULT_DATASTORE, StepSpec, substitute_arguments
 from shared.statuses import StepStatus
-from shared.storage import parallel_map
 
 log = logging.getLogger("mlpipe.steps")
 
@@ -127,24 +126,18 @@ def start_step(run_id: str, step_name: str, upstream_outputs: dict | None = None
     planned_error = ctx.plan["steps"][step_name]["error"]
     if planned_error:
         return _finish(ctx, _new_record(ctx), StepStatus.FAILED, {"code": "InputNotFound", "message": planned_error})
-    def lookup_reuse():
-        return ReuseIndex().lookup(ctx.fingerprint)
-
-    def take_lease():
-        return StepLeases().acquire(ctx.fingerprint, run_id, step_name) if ctx.reuse_allowed else None
-
-    # The reuse lookup and the single-flight lease are independent round trips: make them at once.
-    hit, holder = parallel_map(lambda call: call(), [lookup_reuse, take_lease])
+    # Two round trips in a row: on this kind of host (2 cores shared with storage) running them
+    # on threads measured slower than one after the other.
+    hit = ReuseIndex().lookup(ctx.fingerprint)
     if hit is not None and hit.run_id == run_id and hit.step == step_name:
-        _release(ctx)
         return _progress(StepStatus.COMPLETED.value, outputs=outputs_body(hit.outputs))  # ran already
     if hit is not None and ctx.reuse_allowed:
-        if holder is None:
-            _release(ctx)
         RunStore().put_step(run_id, reused_step_record(step_name, ctx.step.compute, ctx.fingerprint, hit))
         return _progress(StepStatus.COMPLETED.value, reused=True, outputs=outputs_body(hit.outputs))
-    if holder is not None:
-        return _wait_for(ctx, holder, attempt)
+    if ctx.reuse_allowed:
+        holder = StepLeases().acquire(ctx.fingerprint, run_id, step_name)
+        if holder is not None:
+            return _wait_for(ctx, holder, attempt)
     return _submit(ctx, _inputs(ctx, upstream_outputs or {}), attempt=attempt)
 
 
@@ -253,11 +246,9 @@ def _complete(ctx: StepContext, record: StepRecord, status: JobStatus) -> dict:
     record.Metrics = dict(status.metrics or {})
     index = ReuseIndex()
     pipeline_id = ctx.plan["pipelineId"]
-    # The outputs are committed (the backend wrote their manifests); record reuse and the step.
-    def record_reuse() -> None:
-        index.record(ctx.fingerprint, ctx.run_id, ctx.step.name, pipeline_id, outputs, record.Metrics)
-
-    parallel_map(lambda write: write(), [record_reuse, lambda: _finalise(ctx, record, StepStatus.COMPLETED, None)])
+    # The outputs are committed (the backend wrote their manifests); record reuse, then the step.
+    index.record(ctx.fingerprint, ctx.run_id, ctx.step.name, pipeline_id, outputs, record.Metrics)
+    _finalise(ctx, record, StepStatus.COMPLETED, None)
     # Only now that the reuse record exists may waiting runs look again: release the lease, off the
     # hot path (a waiter polls about once a second, so a few milliseconds later changes nothing).
     _record_writer.submit(_release, ctx)
