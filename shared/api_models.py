@@ -7,6 +7,7 @@ Response models allow extra fields: the API may add fields (the contract is "ext
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -60,7 +61,53 @@ class TagsRequest(BaseModel):
 
 
 class _Response(BaseModel):
+    """A response body: typed attributes (`run.Status`) and, like azure-core's models, read-only
+    mapping access (`run["Status"]`, `run.get("Error")`, `"Tags" in run`); `as_dict()` is the JSON."""
+
     model_config = ConfigDict(extra="allow")
+
+    def as_dict(self) -> dict:
+        return self.model_dump(mode="json", exclude_unset=True)
+
+    def _keys(self) -> list[str]:
+        return [name for name in type(self).model_fields if name in self.model_fields_set] + \
+            list(self.__pydantic_extra__ or {})
+
+    def keys(self):
+        return self._keys()
+
+    def values(self):
+        return [self[key] for key in self._keys()]
+
+    def items(self):
+        return [(key, self[key]) for key in self._keys()]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __getitem__(self, key: str) -> Any:
+        if key in type(self).model_fields or key in (self.__pydantic_extra__ or {}):
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys()
+
+    def __iter__(self):  # like a Mapping: the keys (pydantic's own iteration yields pairs)
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping) and not isinstance(other, BaseModel):
+            return self.as_dict() == dict(other)
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 class ErrorDetail(_Response):
@@ -135,6 +182,7 @@ class Run(_Response):
     ExperimentName: str
     PipelineId: Optional[str] = None
     EndpointName: Optional[str] = None
+    PipelineVersion: Optional[str] = Field(default=None, description="the endpoint version run (endpoint submits)")
     RunSource: Optional[str] = None
     ParameterAssignments: dict[str, Any] = Field(default_factory=dict)
     DataPathAssignments: dict[str, Any] = Field(default_factory=dict)
@@ -144,6 +192,8 @@ class Run(_Response):
     StartTimeUtc: Optional[str] = None
     EndTimeUtc: Optional[str] = None
     Error: Optional[ErrorDetail] = None
+    RegenerateOutputs: bool = False
+    ContinueOnStepFailure: bool = False
     Steps: list[Step] = Field(default_factory=list)
 
 

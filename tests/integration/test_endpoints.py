@@ -167,4 +167,4 @@ def test_bad_requests_name_the_field(client, two_pipelines):
     assert error.status == 400 and "version" in error.api_message
     error = error_of(lambda: client.request("GET", "/api/endpoints", query={"status": "Sleeping"}))
     assert error.status == 400 and "status" in error.api_message
-    assert json.dumps(client.get_endpoint(name)["Versions"]) == json.dumps([{"Version": "0", "PipelineId": pid}])
+    assert client.get_endpoint(name).as_dict()["Versions"] == [{"Version": "0", "PipelineId": pid}]
