@@ -195,3 +195,29 @@ def test_permanent_errors_fail_with_the_message_and_no_secret(databricks, monkey
     monkeypatch.delenv(PAT_SETTING)
     with pytest.raises(ComputeError, match=f"app setting '{PAT_SETTING}'"):
         DatabricksBackend().submit(notebook_request(databricks))
+
+
+def test_azure_ad_tokens_reach_databricks_through_the_sdk(databricks):
+    """Without token_setting the backend authenticates with an azure-identity credential: the SDK
+    asks our strategy for headers, which asks the credential for an Azure Databricks token."""
+    from databricks.sdk import WorkspaceClient
+    from databricks.sdk.config import Config
+    from databricks.sdk.credentials_provider import CredentialsStrategy
+
+    from shared.compute.databricks import AZURE_DATABRICKS_SCOPE, _AzureIdentityStrategy
+    from shared.credentials import StaticTokenCredential
+
+    class Recording(StaticTokenCredential):
+        scopes: list = []
+
+        def get_token(self, *scopes, **kwargs):
+            Recording.scopes.extend(scopes)
+            return super().get_token(*scopes, **kwargs)
+
+    CredentialsStrategy.register(_AzureIdentityStrategy)
+    client = WorkspaceClient(config=Config(host=databricks.url, credentials_strategy=_AzureIdentityStrategy(
+        Recording(PAT))))
+    backend = DatabricksBackend(client_factory=lambda settings, compute: client)
+    status = poll_until_done(backend, backend.submit(notebook_request(databricks)))
+    assert status.state in ("Completed", "Failed")  # the input blob may be absent; auth is what counts
+    assert Recording.scopes and set(Recording.scopes) == {AZURE_DATABRICKS_SCOPE}

@@ -34,8 +34,9 @@ class DatabricksService(Service):
     ]
 
     def __init__(self, token: str, behaviour: Optional[Callable[[dict], Any]] = None,
-                 default_script: tuple = DEFAULT_SCRIPT):
+                 default_script: tuple = DEFAULT_SCRIPT, cancel_immediately: bool = False):
         self.token = token
+        self.cancel_immediately = cancel_immediately  # else TERMINATING first, as Databricks usually does
         self.behaviour = behaviour
         self.default_script = default_script
         self.runs: dict[int, dict] = {}
@@ -86,7 +87,8 @@ class DatabricksService(Service):
         if run["state"][0] in TERMINAL:
             return
         if run["cancel"]:
-            run["state"] = ("TERMINATED", "CANCELED", "Run cancelled.") if run["state"][0] == "TERMINATING" \
+            done = run["state"][0] == "TERMINATING" or self.cancel_immediately
+            run["state"] = ("TERMINATED", "CANCELED", "Run cancelled.") if done \
                 else ("TERMINATING", None, "Cancel requested.")
             return
         if not run["script"]:

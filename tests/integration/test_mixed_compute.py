@@ -64,7 +64,10 @@ def databricks(accounts):
                    json.dumps({"rows": len(data.splitlines()), "alpha": params["alpha"]}).encode())
         return {"notebook_result": json.dumps({"rows": len(data.splitlines())}), "logs": "fitted"}
 
-    service = DatabricksService(PAT, behaviour=train, default_script=("RUNNING", ("TERMINATED", "SUCCESS")))
+    # Runs end at the first runs/get and a cancel takes effect at once: the orchestrator polls remote
+    # steps every 15 s (steps.REMOTE_POLL_SECONDS), and the state sequences are covered in tests/compute.
+    service = DatabricksService(PAT, behaviour=train, default_script=(("TERMINATED", "SUCCESS"),),
+                                cancel_immediately=True)
     with ContractServer(service) as server:
         yield server
 
@@ -170,3 +173,29 @@ def test_mixed_pipeline_runs_reuses_and_leaks_no_credential(mixed_host, databric
     for where, content in places.items():
         for secret in secrets:
             assert secret.encode() not in content, f"a credential leaked into {where}"
+
+
+def test_cancelling_the_run_cancels_the_databricks_run(mixed_host, databricks, local_view, tmp_path):
+    import time
+
+    get_datastore("archive").upload_bytes("exports/cancel/part.csv", b"1,2,x\n")
+    definition_ = definition(databricks.url)
+    definition_["name"] = "mixed-cancel"
+    definition_["datasets"]["raw"]["path"] = "exports/cancel"
+    client = PipelineClient(mixed_host.url, KEY)
+    pipeline = publish(client, write_pipeline(tmp_path / "p", definition_, script=PREP))
+    databricks.service.script_next(*["RUNNING"] * 500)  # train would run "forever"
+    submitted_before = len(databricks.calls("runs/submit"))
+    run_id = client.submit(pipeline["Id"], "mixed")["Id"]
+    deadline = time.monotonic() + 60
+    while len(databricks.calls("runs/submit")) == submitted_before:
+        assert time.monotonic() < deadline, "train was never submitted to Databricks"
+        time.sleep(0.1)
+    client.cancel_run(run_id)
+    run = client.wait_for_run(run_id, poll_seconds=0.2, timeout=60)
+    assert run["Status"] == "Canceled"
+    steps = {item["Name"]: item["Status"] for item in run["Steps"]}
+    assert steps["train"] == "Canceled" and steps["publish"] in ("Canceled", "Skipped")
+    cancels = databricks.calls("runs/cancel")
+    assert cancels and {c.body["run_id"] for c in cancels} == {max(databricks.service.runs)}
+    assert databricks.service.runs[max(databricks.service.runs)]["state"][1] == "CANCELED"

@@ -84,3 +84,12 @@ def test_setting_names_are_not_secrets(key):
     computes = {"dbx": {**COMPUTES["dbx"], key: "x"}}
     assert problems([{"name": "nb", "type": "databricks", "compute": "dbx", "settings": {"notebook_path": "/n"}}],
                     computes) == []
+
+
+def test_the_remote_compute_example_validates():
+    from pathlib import Path
+
+    from shared.spec import load_definition
+
+    definition, _ = load_definition(Path(__file__).resolve().parents[2] / "examples" / "remote_compute" / "pipeline.yaml")
+    assert {definition.compute_type(step.compute) for step in definition.steps} == {"local", "databricks", "aml", "adla"}
