@@ -38,15 +38,16 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from shared.errors import Conflict, InvalidRequest, NotFound
 from shared.settings import get_settings
+from shared.statuses import RunStatus, StepStatus
 from shared.storage import BLOB_CONCURRENCY, BLOCK_SIZE, ensure_container, parallel_map, translate_storage_errors
 
-RunStatus = Literal["NotStarted", "Queued", "Running", "CancelRequested", "Finished", "Failed", "Canceled"]
-StepStatus = Literal["NotStarted", "Queued", "Running", "CancelRequested", "Completed", "Failed", "Canceled",
-                     "Skipped"]
-RUN_STATUSES: tuple[str, ...] = RunStatus.__args__
-STEP_STATUSES: tuple[str, ...] = StepStatus.__args__
-TERMINAL_RUN_STATUSES = frozenset({"Finished", "Failed", "Canceled"})
-TERMINAL_STEP_STATUSES = frozenset({"Completed", "Failed", "Canceled", "Skipped"})
+# The spellings live in shared/statuses.py; records validate against them as Literal strings.
+RUN_STATUSES: tuple[str, ...] = tuple(status.value for status in RunStatus)
+STEP_STATUSES: tuple[str, ...] = tuple(status.value for status in StepStatus)
+TERMINAL_RUN_STATUSES = frozenset(status.value for status in RunStatus if status.is_terminal)
+TERMINAL_STEP_STATUSES = frozenset(status.value for status in StepStatus if status.is_terminal)
+RunStatusName = Literal[RUN_STATUSES]
+StepStatusName = Literal[STEP_STATUSES]
 
 _MAX_ETAG_ATTEMPTS = 20
 _RECORD_METADATA = "record"
@@ -119,7 +120,7 @@ class _Record(BaseModel):
 
 class StepRecord(_Record):
     Name: str
-    Status: StepStatus = "NotStarted"
+    Status: StepStatusName = "NotStarted"
     Reused: bool = False
     ReusedFromRunId: str | None = None
     Compute: str | None = None
@@ -136,7 +137,7 @@ class StepRecord(_Record):
 
 class RunRecord(_Record):
     Id: str
-    Status: RunStatus = "NotStarted"
+    Status: RunStatusName = "NotStarted"
     ExperimentName: str
     PipelineId: str | None = None
     EndpointName: str | None = None
