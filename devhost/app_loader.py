@@ -65,11 +65,25 @@ class TimerFunction:
 
 
 @dataclass
+class BindingTriggerFunction:
+    """A queue- or blob-triggered function (devhost/queue_triggers.py, devhost/blob_triggers.py)."""
+    name: str
+    kind: str  # "queueTrigger" | "blobTrigger"
+    settings: dict  # the trigger's function.json attributes (queueName, path, connection, ...)
+    trigger_arg: str
+    user_function: Callable[..., Any]
+    client_args: list[str]
+    wants_context: bool
+
+
+@dataclass
 class FunctionIndex:
     http: list[HttpFunction] = field(default_factory=list)
     orchestrators: dict[str, OrchestratorFunction] = field(default_factory=dict)
     activities: dict[str, ActivityFunction] = field(default_factory=dict)
     timers: list[TimerFunction] = field(default_factory=list)
+    queues: list[BindingTriggerFunction] = field(default_factory=list)
+    blobs: list[BindingTriggerFunction] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     registered_names: set[tuple[str, str]] = field(default_factory=set)  # real names, not raw __name__ aliases
 
@@ -148,6 +162,10 @@ def index_functions(app: func.FunctionRegister) -> FunctionIndex:
                 use_monitor=getattr(trigger, "use_monitor", None), trigger_arg=trigger.name, user_function=user, client_args=client_args,
                 wants_context=_wants_context(user, bound),
             ))
+        elif kind in ("queueTrigger", "blobTrigger"):
+            entry = BindingTriggerFunction(name, kind, trigger.get_dict_repr(), trigger.name, user, client_args,
+                                           _wants_context(user, bound))
+            (index.queues if kind == "queueTrigger" else index.blobs).append(entry)
         else:
             index.skipped.append(f"{name} ({kind})")
     if index.skipped:

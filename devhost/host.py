@@ -26,6 +26,8 @@ from .host_config import HostConfig
 from .http_server import HttpFrontEnd
 from .redaction import REDACT
 from .timers import TimerScheduler
+from .blob_triggers import BlobTriggers
+from .queue_triggers import QueueTriggers
 
 log = logging.getLogger("devhost")
 
@@ -66,6 +68,7 @@ async def serve(options: HostOptions, stop: asyncio.Event) -> None:
     runner = None
     engine = None
     timers = None
+    triggers: list = []
     pool = ThreadPoolExecutor(thread_name_prefix="function")
     try:
         index = load_app(app_root)
@@ -89,12 +92,18 @@ async def serve(options: HostOptions, stop: asyncio.Event) -> None:
         await engine.start()
         timers = TimerScheduler(index.timers, front.call, binding, data_dir / "timers")
         timers.start()
+        triggers = [QueueTriggers(index.queues, front.call, binding, app_root),
+                    BlobTriggers(index.blobs, front.call, binding, host_id=config.hub_name.lower())]
+        for trigger in triggers:
+            trigger.start()
         print(READY_MESSAGE.format(port=options.port), flush=True)
         await stop.wait()
         log.info("stopping")
     finally:
         if timers is not None:
             await timers.stop()
+        for trigger in triggers:
+            await trigger.stop()
         if engine is not None:
             engine.stop()
         if runner is not None:

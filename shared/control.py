@@ -151,7 +151,8 @@ def set_endpoint_enabled(name: str, enabled: bool, base_url: str | None = None) 
     return _endpoint_api(EndpointRegistry().set_status(name, "Active" if enabled else "Disabled"), base_url)
 
 
-def submit_to_endpoint(name: str, body: dict, query_version: str | None = None) -> Submission:
+def submit_to_endpoint(name: str, body: dict, query_version: str | None = None, *,
+                       run_id: str | None = None) -> Submission:
     """Submit to the endpoint's default version, or to body `PipelineVersion` / query `pipelineVersion`."""
     EndpointSubmitRequest.model_validate(body)  # body errors first, as for a pipeline submit
     body_version = body.get("PipelineVersion")
@@ -163,7 +164,7 @@ def submit_to_endpoint(name: str, body: dict, query_version: str | None = None) 
     else:
         version, field = query_version, "pipelineVersion"
     pipeline_id, chosen = EndpointRegistry().resolve(name, version, field=field)
-    return submit(pipeline_id, body, endpoint_name=name, endpoint_version=chosen)
+    return submit(pipeline_id, body, endpoint_name=name, endpoint_version=chosen, run_id=run_id)
 
 
 # --- submit -----------------------------------------------------------------------------------
@@ -243,7 +244,9 @@ def _apply_data_paths(published: PublishedPipeline, request: SubmitRequest, para
 
 
 def submit(pipeline_id: str, body: dict, *, endpoint_name: str | None = None,
-           endpoint_version: str | None = None) -> Submission:
+           endpoint_version: str | None = None, run_id: str | None = None) -> Submission:
+    """Create the run record (Queued). `run_id`: a deterministic id (schedule due time, queue message id),
+    so a second submit of the same thing is a Conflict instead of a second run."""
     request = SubmitRequest.model_validate(body)
     record = PipelineRegistry().get(pipeline_id)  # fresh: Status may have changed
     if record.Status != "Active":
@@ -252,7 +255,7 @@ def submit(pipeline_id: str, body: dict, *, endpoint_name: str | None = None,
     parameters = validate_parameter_assignments(published.definition, request.ParameterAssignments)
     parameters = _apply_data_paths(published, request, parameters)
     run = RunRecord(
-        Id=new_run_id(), Status="Queued", ExperimentName=request.ExperimentName, PipelineId=record.Id,
+        Id=run_id or new_run_id(), Status="Queued", ExperimentName=request.ExperimentName, PipelineId=record.Id,
         EndpointName=endpoint_name, RunSource=request.RunSource or "API", ParameterAssignments=parameters,
         DataPathAssignments={k: v.model_dump() for k, v in request.DataPathAssignments.items()},
         Tags=request.Tags, Description=request.Description, RegenerateOutputs=request.RegenerateOutputs,

@@ -22,7 +22,7 @@ from shared.runs import RUN_STATUSES
 
 _REF = "#/components/schemas/{model}"
 _STATUS_FILTER = {"type": "string", "enum": ["Active", "Disabled", "All"], "default": "Active"}
-_DESCRIPTIONS = {200: "OK", 201: "Created", 202: "Accepted", 400: "Bad request (the message names the field)",
+_DESCRIPTIONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No content", 400: "Bad request (the message names the field)",
                  401: "Missing or wrong function key", 404: "Not found", 409: "Conflict",
                  413: "Request body too large", 415: "Unsupported media type"}
 
@@ -117,6 +117,28 @@ def _ops() -> list[Operation]:
                   tags=("runs",)),
         Operation("get", "/runs/{run_id}/steps/{step}/fingerprint", "get_step_fingerprint",
                   "A step's fingerprint ingredients, each with its hash", "object", tags=("runs",)),
+        *_schedule_ops(),
+    ]
+
+
+def _schedule_ops() -> list[Operation]:
+    from shared.schedules import CreateScheduleRequest, Schedule, ScheduleList
+
+    status_q = Query("status", {"type": "string", "enum": ["Active", "Disabled", "All"], "default": "All"})
+    return [
+        Operation("post", "/schedules", "create_schedule",
+                  "Create a schedule: a recurrence, a six-field NCRONTAB, or a datastore path to watch",
+                  Schedule, 201, CreateScheduleRequest, errors=(400, 404, 409, 413, 415), tags=("schedules",)),
+        Operation("get", "/schedules", "list_schedules", "List schedules", ScheduleList, errors=(400,),
+                  query=(status_q,), tags=("schedules",)),
+        Operation("get", "/schedules/{schedule_name}", "get_schedule", "Get a schedule (Status, LastRunId, next due)",
+                  Schedule, errors=(404,), tags=("schedules",)),
+        Operation("post", "/schedules/{schedule_name}/disable", "disable_schedule", "Disable a schedule", Schedule,
+                  errors=(404, 409), tags=("schedules",)),
+        Operation("post", "/schedules/{schedule_name}/enable", "enable_schedule", "Enable a schedule", Schedule,
+                  errors=(404, 409), tags=("schedules",)),
+        Operation("delete", "/schedules/{schedule_name}", "delete_schedule", "Delete a schedule", None, 204,
+                  errors=(404, 409), tags=("schedules",)),
     ]
 
 
@@ -152,13 +174,16 @@ def _operation(op: Operation, refs: dict) -> dict:
         if op.operation_id == "publish_pipeline":
             content["application/zip"] = {"schema": {"type": "string", "contentMediaType": "application/zip"}}
         body["requestBody"] = {"required": True, "content": content}
-    if op.response == "text":
+    if op.response is None:
+        success = None
+    elif op.response == "text":
         success = {"text/plain": {"schema": {"type": "string"}}}
     elif op.response == "object":
         success = _json_content({"type": "object"})
     else:
         success = _json_content(refs[(op.response, "serialization")])
-    responses: dict[str, Any] = {str(op.status): {"description": _DESCRIPTIONS[op.status], "content": success}}
+    responses: dict[str, Any] = {str(op.status): {"description": _DESCRIPTIONS[op.status],
+                                                  **({"content": success} if success is not None else {})}}
     error = _json_content(refs[(m.ErrorResponse, "serialization")])
     for status in sorted(set(op.errors) | (set() if op.anonymous else {401})):
         responses[str(status)] = {"description": _DESCRIPTIONS[status], "content": error}

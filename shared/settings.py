@@ -68,6 +68,12 @@ class Settings:
     compute_retry_max_seconds: float = 30.0
     # How long one poll activity waits on a data_transfer copy before handing back.
     transfer_poll_seconds: float = 10.0
+    # Triggers (issue 6): Service Bus connection (None: storage queues only), where run events go
+    # ("queue": the run-events storage queue, "servicebus": a topic of that name, "off").
+    servicebus_connection: str | None = field(default=None, repr=False)
+    run_events: str = "queue"
+    run_events_queue: str = "run-events"
+    submissions_queue: str = "pipeline-submissions"
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -85,6 +91,9 @@ class Settings:
             compute_retry_base_seconds=float(_env("MLPIPE_COMPUTE_RETRY_BASE_SECONDS", "0.5")),
             compute_retry_max_seconds=float(_env("MLPIPE_COMPUTE_RETRY_MAX_SECONDS", "30")),
             transfer_poll_seconds=float(_env("MLPIPE_TRANSFER_POLL_SECONDS", "10")),
+            servicebus_connection=_env("MLPIPE_SERVICEBUS_CONNECTION"),
+            run_events=(_env("MLPIPE_RUN_EVENTS", "queue") or "queue").lower(),
+            run_events_queue=_env("MLPIPE_RUN_EVENTS_QUEUE", "run-events"),
         )
 
 
