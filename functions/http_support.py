@@ -10,7 +10,7 @@ from typing import Any, Awaitable, Callable
 import azure.functions as func
 from pydantic import ValidationError
 
-from shared.errors import InvalidRequest, MlpipeError
+from shared.errors import InvalidRequest, MlpipeError, PayloadTooLarge
 from shared.redact import redact
 
 log = logging.getLogger("mlpipe.http")
@@ -25,9 +25,16 @@ def error_response(error: MlpipeError) -> func.HttpResponse:
     return json_response({"error": {"code": error.code, "message": redact(error.message)}}, error.status)
 
 
+# JSON bodies are small (a submit, a definition); the host's own request limit (devhost
+# MLPIPE_MAX_REQUEST_BYTES, 100 MiB in Azure Functions) is for zip packages.
+MAX_JSON_BYTES = 16 * 1024 * 1024
+
+
 def read_json(req: func.HttpRequest) -> dict:
     """The request body as a JSON object, or InvalidRequest saying what is wrong with it."""
     raw = req.get_body()
+    if len(raw or b"") > MAX_JSON_BYTES:
+        raise PayloadTooLarge(f"request body: a JSON body may be at most {MAX_JSON_BYTES} bytes, got {len(raw)}")
     if not raw:
         raise InvalidRequest("request body: expected a JSON object, got an empty body")
     try:

@@ -8,11 +8,11 @@ Response models allow extra fields: the API may add fields (the contract is "ext
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Number = Union[int, float]
+Number = int | float
 ActiveStatus = Literal["Active", "Disabled"]
 RunStatusName = Literal["NotStarted", "Queued", "Running", "CancelRequested", "Finished", "Failed", "Canceled"]
 StepStatusName = Literal["NotStarted", "Queued", "Running", "CancelRequested", "Completed", "Failed", "Canceled",
@@ -32,7 +32,7 @@ class CreateEndpointRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    description: Optional[str] = Field(default=None, max_length=4096)
+    description: str | None = Field(default=None, max_length=4096)
     pipelineId: str = Field(min_length=1, max_length=128)
 
 
@@ -47,14 +47,14 @@ class SetDefaultVersionRequest(BaseModel):
     """PUT /api/endpoints/{name}/default."""
 
     model_config = ConfigDict(extra="forbid")
-    version: Union[str, int] = Field(description='a version of the endpoint, e.g. "1"')
+    version: str | int = Field(description='a version of the endpoint, e.g. "1"')
 
 
 class TagsRequest(BaseModel):
     """POST or PATCH /api/runs/{id}/tags: tags to add or change (a null value removes the tag)."""
 
     model_config = ConfigDict(extra="allow")
-    __pydantic_extra__: dict[str, Optional[str]] = Field(init=False)
+    __pydantic_extra__: dict[str, str | None] = Field(init=False)
 
 
 # ----- responses -------------------------------------------------------------------------------
@@ -127,18 +127,18 @@ class Health(_Response):
 class Datastore(_Response):
     Name: str
     Container: str
-    AccountName: Optional[str] = None
+    AccountName: str | None = None
     IsDefault: bool
 
 
 class Pipeline(_Response):
     Id: str
     Name: str
-    Description: Optional[str] = None
-    Version: Optional[str] = None
+    Description: str | None = None
+    Version: str | None = None
     Status: ActiveStatus
     Parameters: dict[str, Any] = Field(default_factory=dict)
-    Endpoint: Optional[str] = None
+    Endpoint: str | None = None
     CreatedTimeUtc: str
 
 
@@ -149,12 +149,12 @@ class EndpointVersionModel(_Response):
 
 class Endpoint(_Response):
     Name: str
-    Description: Optional[str] = None
+    Description: str | None = None
     DefaultVersion: str
     Versions: list[EndpointVersionModel]
     Status: ActiveStatus
-    Endpoint: Optional[str] = None
-    CreatedTimeUtc: Optional[str] = None
+    Endpoint: str | None = None
+    CreatedTimeUtc: str | None = None
 
 
 class OutputRefModel(_Response):
@@ -166,39 +166,39 @@ class Step(_Response):
     Name: str
     Status: StepStatusName
     Reused: bool = False
-    ReusedFromRunId: Optional[str] = None
-    Compute: Optional[str] = None
-    Fingerprint: Optional[str] = None
-    StartTimeUtc: Optional[str] = None
-    EndTimeUtc: Optional[str] = None
+    ReusedFromRunId: str | None = None
+    Compute: str | None = None
+    Fingerprint: str | None = None
+    StartTimeUtc: str | None = None
+    EndTimeUtc: str | None = None
     Outputs: dict[str, OutputRefModel] = Field(default_factory=dict)
-    Metrics: dict[str, Union[Number, list[Number]]] = Field(default_factory=dict)
-    Error: Optional[ErrorDetail] = None
+    Metrics: dict[str, Number | list[Number]] = Field(default_factory=dict)
+    Error: ErrorDetail | None = None
 
 
 class Run(_Response):
     Id: str
     Status: RunStatusName
     ExperimentName: str
-    PipelineId: Optional[str] = None
-    EndpointName: Optional[str] = None
-    PipelineVersion: Optional[str] = Field(default=None, description="the endpoint version run (endpoint submits)")
-    RunSource: Optional[str] = None
+    PipelineId: str | None = None
+    EndpointName: str | None = None
+    PipelineVersion: str | None = Field(default=None, description="the endpoint version run (endpoint submits)")
+    RunSource: str | None = None
     ParameterAssignments: dict[str, Any] = Field(default_factory=dict)
     DataPathAssignments: dict[str, Any] = Field(default_factory=dict)
     Tags: dict[str, Any] = Field(default_factory=dict)
-    Description: Optional[str] = None
+    Description: str | None = None
     CreatedTimeUtc: str
-    StartTimeUtc: Optional[str] = None
-    EndTimeUtc: Optional[str] = None
-    Error: Optional[ErrorDetail] = None
+    StartTimeUtc: str | None = None
+    EndTimeUtc: str | None = None
+    Error: ErrorDetail | None = None
     RegenerateOutputs: bool = False
     ContinueOnStepFailure: bool = False
     Steps: list[Step] = Field(default_factory=list)
 
 
 class _Listing(_Response):
-    nextLink: Optional[str] = None
+    nextLink: str | None = None
 
 
 class DatastoreList(_Listing):

@@ -23,7 +23,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Callable, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -86,7 +87,7 @@ class RunPoller:
     """A submitted run followed to its end (azure-core LROPoller shape): `status()`, `done()`,
     `wait(timeout)`, `result(timeout)`; `initial` is the run as the submit returned it."""
 
-    def __init__(self, client: "PipelineClient", initial: Run, poll_seconds: float = 0.5):
+    def __init__(self, client: PipelineClient, initial: Run, poll_seconds: float = 0.5):
         self._client = client
         self.initial = initial
         self._current = initial
@@ -136,7 +137,7 @@ class PipelineClient:
     def __repr__(self) -> str:  # never show the key
         return f"PipelineClient({self.endpoint!r})"
 
-    def __enter__(self) -> "PipelineClient":
+    def __enter__(self) -> PipelineClient:
         return self
 
     def __exit__(self, *exc_info) -> None:

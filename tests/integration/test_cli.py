@@ -6,8 +6,8 @@ import json
 import os
 
 import pytest
-
 from itest_pipelines import step, write_pipeline
+
 from shared import cli
 
 pytestmark = pytest.mark.integration

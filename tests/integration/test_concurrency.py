@@ -6,8 +6,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from itest_pipelines import publish, step, write_pipeline
+
 from shared.client import ApiError
 
 pytestmark = pytest.mark.integration

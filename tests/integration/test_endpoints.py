@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
-
 from itest_pipelines import publish, step, write_pipeline
+
 from shared.client import ApiError, PipelineClient
 
 pytestmark = pytest.mark.integration
@@ -151,7 +150,7 @@ def test_bad_requests_name_the_field(client, two_pipelines):
         ({"name": 5, "pipelineId": pid}, "name"),
     ]
     for body, field in cases:
-        error = error_of(lambda: client.request("POST", "/api/endpoints", body=body))
+        error = error_of(lambda body=body: client.request("POST", "/api/endpoints", body=body))
         assert error.status == 400 and field in error.api_message, (body, error.api_message)
     missing = error_of(lambda: client.create_endpoint(unique("x"), "no-such-pipeline"))
     assert missing.status == 404 and "pipelineId" in missing.api_message
@@ -161,7 +160,7 @@ def test_bad_requests_name_the_field(client, two_pipelines):
     name = unique("val")
     client.create_endpoint(name, pid)
     for version in ("5", "one", "-1"):
-        error = error_of(lambda: client.set_endpoint_default(name, version))
+        error = error_of(lambda version=version: client.set_endpoint_default(name, version))
         assert error.status == 400 and "version" in error.api_message
     error = error_of(lambda: client.request("PUT", f"/api/endpoints/{name}/default", body={"version": None}))
     assert error.status == 400 and "version" in error.api_message

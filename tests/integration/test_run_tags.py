@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from itest_pipelines import publish, step, write_pipeline
+
 from shared.client import ApiError
 
 pytestmark = pytest.mark.integration
@@ -60,7 +60,7 @@ def test_bad_tags_are_400_and_change_nothing(client, pipeline):
     run = client.submit(pipeline["Id"], "tags", Tags={"a": "1"})
     for body, field in [({"n": 5}, "n"), ({"x:y": "v"}, "x:y"), ({"long": "v" * 300}, "long"),
                         ({f"k{i}": "v" for i in range(60)}, "tags")]:
-        error = error_of(lambda: client.update_run_tags(run["Id"], body))
+        error = error_of(lambda body=body: client.update_run_tags(run["Id"], body))
         assert error.status == 400 and field in error.api_message, (body, error.api_message)
     bad_submit = error_of(lambda: client.submit(pipeline["Id"], "tags", Tags={"a": 1}))
     assert bad_submit.status == 400 and "Tags" in bad_submit.api_message

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 from azure.storage.blob import BlobServiceClient
-
 from itest_pipelines import publish, step, write_pipeline
+
 from shared.client import ApiError, to_plain
 
 pytestmark = pytest.mark.integration
@@ -121,7 +121,7 @@ def test_data_paths_and_sources_are_confined(client, tmp_path):
                   "steps": [step("only")]}
     pipeline = publish(client, write_pipeline(tmp_path / "p", definition))
     for relative in ("../../etc/passwd", "/abs/path", "a/../../b"):
-        error = error_of(lambda: client.submit(pipeline["Id"], "x", DataPathAssignments={
+        error = error_of(lambda relative=relative: client.submit(pipeline["Id"], "x", DataPathAssignments={
             "data_path": {"DataStoreName": "workspaceblobstore", "RelativePath": relative}}))
         assert error.status == 400 and "DataPathAssignments.data_path.RelativePath" in error.api_message
     assert client.list_runs(pipelineId=pipeline["Id"]) == []
