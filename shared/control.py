@@ -332,7 +332,7 @@ def update_run_tags(run_id: str, body: dict, *, replace: bool = False) -> dict:
         if value is not None and not isinstance(value, str):
             raise InvalidRequest(f"{key}: a tag value must be a string or null, got {type(value).__name__}")
     try:
-        check_tags({k: v for k, v in body.items()})
+        check_tags(body)
     except ValueError as error:
         raise InvalidRequest(f"request body: {error}") from None
 
