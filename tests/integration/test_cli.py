@@ -97,3 +97,11 @@ def test_exit_codes(mlpipe, pipeline_file, host):
     # 3: no host
     code = cli.main(["runs", "list", "--host", "http://127.0.0.1:9", "--key", "k"])
     assert code == 3
+
+
+def test_run_publishes_privately_and_follows(mlpipe, pipeline_file, client):
+    code, out, _ = mlpipe("run", str(pipeline_file), "--experiment", "cli-run", "--tag", "via=run")
+    assert code == 0 and "Finished" in out and "only.out:" in out  # line progress when not on a terminal
+    run = client.list_runs(experiment="cli-run", top=1)[0]
+    assert run["Status"] == "Finished" and run["Tags"] == {"via": "run"} and run["RunSource"] == "CLI"
+    assert run["PipelineId"] not in [item["Id"] for item in client.list_pipelines("All")]  # private
