@@ -31,7 +31,15 @@ from typing import Any, Mapping
 
 from shared.compute.azure_rest import JsonRestClient, ServiceError
 from shared.compute.base import JobHandle, JobStatus, StepJobRequest, substitute_data_placeholders
-from shared.compute.remote import commit_written_outputs, input_uris, job_uuid, output_uris, save_log
+from shared.compute.remote import (
+    commit_written_outputs,
+    input_uris,
+    job_uuid,
+    output_uris,
+    refusal_status,
+    save_log,
+    submit_or_refuse,
+)
 from shared.credentials import AUTH_KEYS, azure_credential
 from shared.errors import InvalidRequest, NotFound, TransientError
 from shared.redact import redact
@@ -77,6 +85,10 @@ class AdlaBackend:
     # ----- submit --------------------------------------------------------------------------
 
     def submit(self, request: StepJobRequest) -> JobHandle:
+        """Start the job; a refusal (bad settings, the service's 4xx) answers a handle that polls Failed."""
+        return submit_or_refuse(BACKEND_NAME, request, lambda: self._submit(request))
+
+    def _submit(self, request: StepJobRequest) -> JobHandle:
         settings = dict(request.compute_settings)
         client = self._client(settings, request.compute_name)
         job_id = job_uuid(request)
@@ -125,6 +137,9 @@ class AdlaBackend:
     # ----- poll ----------------------------------------------------------------------------
 
     def poll(self, handle: JobHandle, wait_seconds: float = 0.0) -> JobStatus:
+        refused = refusal_status(handle)
+        if refused is not None:
+            return refused
         client = self._client(handle.data.get("compute", {}), handle.data.get("computeName", ""))
         try:
             _, job = client.call("GET", f"/Jobs/{handle.id}", f"ADLA job {handle.id}", ok_missing=True)
@@ -147,6 +162,8 @@ class AdlaBackend:
     # ----- cancel and logs -----------------------------------------------------------------
 
     def cancel(self, handle: JobHandle) -> None:
+        if refusal_status(handle) is not None:
+            return  # nothing was started
         client = self._client(handle.data.get("compute", {}), handle.data.get("computeName", ""))
         try:
             client.call("POST", f"/Jobs/{handle.id}/CancelJob", f"ADLA cancel of job {handle.id}", ok_missing=True)
@@ -155,6 +172,8 @@ class AdlaBackend:
                 raise
 
     def fetch_logs(self, handle: JobHandle) -> str:
+        if refusal_status(handle) is not None:
+            return f"submit refused: {refusal_status(handle).error}\n"
         try:
             return RunStore().get_log(handle.data.get("runId", ""), handle.data.get("step", ""))
         except NotFound:

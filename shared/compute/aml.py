@@ -39,7 +39,7 @@ from typing import Any, Mapping, Optional
 
 from shared.compute.azure_rest import JsonRestClient, ServiceError
 from shared.compute.base import DATA_PLACEHOLDER, JobHandle, JobStatus, StepJobRequest, parse_metrics
-from shared.compute.remote import commit_written_outputs, save_log
+from shared.compute.remote import commit_written_outputs, refusal_status, save_log, submit_or_refuse
 from shared.credentials import AUTH_KEYS, azure_credential
 from shared.datastore import DEFAULT_DATASTORE, default_datastore, get_datastore
 from shared.errors import ComputeError, InvalidRequest, NotFound, TransientError
@@ -99,6 +99,10 @@ class AmlBackend:
     # ----- submit --------------------------------------------------------------------------
 
     def submit(self, request: StepJobRequest) -> JobHandle:
+        """Start the job; a refusal (bad settings, the service's 4xx) answers a handle that polls Failed."""
+        return submit_or_refuse(BACKEND_NAME, request, lambda: self._submit(request))
+
+    def _submit(self, request: StepJobRequest) -> JobHandle:
         settings = dict(request.compute_settings)
         client = self._client(settings, request.compute_name)
         workspace = self._workspace(settings)
@@ -232,6 +236,9 @@ class AmlBackend:
     # ----- poll ----------------------------------------------------------------------------
 
     def poll(self, handle: JobHandle, wait_seconds: float = 0.0) -> JobStatus:
+        refused = refusal_status(handle)
+        if refused is not None:
+            return refused
         settings = handle.data.get("compute", {})
         client = self._client(settings, handle.data.get("computeName", ""))
         workspace = self._workspace(settings)
@@ -293,6 +300,8 @@ class AmlBackend:
     def cancel(self, handle: JobHandle) -> None:
         """POST .../jobs/{name}/cancel (asynchronous: CancelRequested, then Canceled); a job that
         ended or never got created is left as it is."""
+        if refusal_status(handle) is not None:
+            return  # nothing was started
         settings = handle.data.get("compute", {})
         client = self._client(settings, handle.data.get("computeName", ""))
         path = f"{self._workspace(settings)}/jobs/{handle.id}"
@@ -303,6 +312,8 @@ class AmlBackend:
                 raise
 
     def fetch_logs(self, handle: JobHandle) -> str:
+        if refusal_status(handle) is not None:
+            return f"submit refused: {refusal_status(handle).error}\n"
         try:
             return RunStore().get_log(handle.data.get("runId", ""), handle.data.get("step", ""))
         except NotFound:

@@ -35,7 +35,9 @@ from shared.compute.remote import (
     idempotency_key,
     input_uris,
     output_uris,
+    refusal_status,
     save_log,
+    submit_or_refuse,
 )
 from shared.compute.retry import Transient, is_connection_error, retry_call
 from shared.credentials import AUTH_KEYS, azure_credential, read_secret
@@ -161,6 +163,10 @@ class DatabricksBackend:
     # ----- submit --------------------------------------------------------------------------
 
     def submit(self, request: StepJobRequest) -> JobHandle:
+        """Start the job; a refusal (bad settings, the service's 4xx) answers a handle that polls Failed."""
+        return submit_or_refuse(BACKEND_NAME, request, lambda: self._submit(request))
+
+    def _submit(self, request: StepJobRequest) -> JobHandle:
         settings = {**request.compute_settings}
         body = self.submit_body(request)
         client = self._client(settings, request.compute_name)
@@ -219,6 +225,9 @@ class DatabricksBackend:
     def poll(self, handle: JobHandle, wait_seconds: float = 0.0) -> JobStatus:
         """One `runs/get` (remote runs are followed by the orchestrator's durable timers, not by
         waiting here). A transient failure answers Running: the next poll asks again."""
+        refused = refusal_status(handle)
+        if refused is not None:
+            return refused
         client = self._client(handle.data.get("compute", {}), handle.data.get("computeName", ""))
         try:
             run = self._call(f"Databricks run {handle.id}", lambda: client.jobs.get_run(int(handle.id)))
@@ -258,6 +267,8 @@ class DatabricksBackend:
 
     def cancel(self, handle: JobHandle) -> None:
         """`runs/cancel`: asynchronous on Databricks and a no-op for an ended run; so is this."""
+        if refusal_status(handle) is not None:
+            return  # nothing was started
         client = self._client(handle.data.get("compute", {}), handle.data.get("computeName", ""))
         try:
             self._call(f"Databricks cancel of run {handle.id}", lambda: client.jobs.cancel_run(int(handle.id)))
@@ -266,6 +277,8 @@ class DatabricksBackend:
                 raise
 
     def fetch_logs(self, handle: JobHandle) -> str:
+        if refusal_status(handle) is not None:
+            return f"submit refused: {refusal_status(handle).error}\n"
         try:
             text = RunStore().get_log(handle.data.get("runId", ""), handle.data.get("step", ""))
             if text:

@@ -19,12 +19,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import uuid
-from typing import Mapping
+from typing import Callable, Mapping
 from urllib.parse import quote, urlparse
 
-from shared.compute.base import DataRef, StepJobRequest
+from shared.compute.base import DataRef, JobHandle, JobStatus, StepJobRequest
 from shared.datastore import DEFAULT_DATASTORE, Datastore, FileEntry, get_datastore, safe_blob_path
-from shared.errors import InvalidRequest
+from shared.errors import InvalidRequest, MlpipeError, TransientError
 from shared.redact import redact
 from shared.runs import RunStore
 from shared.storage import translate_storage_errors
@@ -102,3 +102,31 @@ def save_log(run_id: str, step: str, text: str) -> None:
 
 def dataref_from(data: Mapping) -> DataRef:
     return DataRef.model_validate(dict(data))
+
+
+# ----- submits the service refuses --------------------------------------------------------
+
+REFUSED = "refused"
+
+
+def submit_or_refuse(backend_name: str, request: StepJobRequest, submit: Callable[[], JobHandle]) -> JobHandle:
+    """`submit()`, except that a permanent refusal (bad settings, the service's 4xx) becomes a handle
+    whose poll answers Failed with the message: the step then fails through the normal path, with
+    the service's own words (redacted) in its record and log. Transient errors, still failing after
+    retries, propagate: the activity is retried."""
+    try:
+        return submit()
+    except TransientError:
+        raise
+    except MlpipeError as error:
+        message = redact(error.message)
+        save_log(request.run_id, request.step_name, f"submit refused: {message}\n")
+        return JobHandle(backend=backend_name, id=f"{REFUSED}-{idempotency_key(request)[:32]}",
+                         data={REFUSED: message, "runId": request.run_id, "step": request.step_name})
+
+
+def refusal_status(handle: JobHandle) -> JobStatus | None:
+    """Failed for a handle made by submit_or_refuse, else None."""
+    if REFUSED in handle.data:
+        return JobStatus(state="Failed", error=str(handle.data[REFUSED]))
+    return None

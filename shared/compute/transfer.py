@@ -22,7 +22,7 @@ from pathlib import PurePosixPath
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
 from shared.compute.base import JobHandle, JobStatus, StepJobRequest
-from shared.compute.remote import idempotency_key, save_log
+from shared.compute.remote import idempotency_key, refusal_status, save_log, submit_or_refuse
 from shared.datastore import DEFAULT_DATASTORE, Datastore, FileEntry, get_datastore, safe_blob_path
 from shared.errors import ComputeError, InvalidRequest, NotFound
 from shared.redact import redact
@@ -43,6 +43,10 @@ class TransferBackend:
     # ----- submit --------------------------------------------------------------------------
 
     def submit(self, request: StepJobRequest) -> JobHandle:
+        """Start the job; a refusal (bad settings, the service's 4xx) answers a handle that polls Failed."""
+        return submit_or_refuse(BACKEND_NAME, request, lambda: self._submit(request))
+
+    def _submit(self, request: StepJobRequest) -> JobHandle:
         if len(request.inputs) != 1 or len(request.outputs) != 1:
             raise InvalidRequest(f"steps[{request.step_name}]: a data_transfer step takes exactly one input "
                                  "and one output")
@@ -79,6 +83,9 @@ class TransferBackend:
 
     def poll(self, handle: JobHandle, wait_seconds: float = 0.0) -> JobStatus:
         """Wait up to `wait_seconds` (at most MLPIPE_TRANSFER_POLL_SECONDS) for every copy to end."""
+        refused = refusal_status(handle)
+        if refused is not None:
+            return refused
         deadline = time.monotonic() + min(max(0.0, wait_seconds), get_settings().transfer_poll_seconds)
         target = get_datastore(DEFAULT_DATASTORE)
         prefix = handle.data["output"]
@@ -116,6 +123,8 @@ class TransferBackend:
 
     def cancel(self, handle: JobHandle) -> None:
         """Abort every copy still pending; a no-op for copies that ended."""
+        if refusal_status(handle) is not None:
+            return  # nothing was started
         target = get_datastore(DEFAULT_DATASTORE)
         prefix = handle.data["output"]
 
@@ -132,6 +141,8 @@ class TransferBackend:
         parallel_map(abort, handle.data.get("files", []))
 
     def fetch_logs(self, handle: JobHandle) -> str:
+        if refusal_status(handle) is not None:
+            return f"submit refused: {refusal_status(handle).error}\n"
         try:
             return RunStore().get_log(handle.data.get("runId", ""), handle.data.get("step", ""))
         except NotFound:

@@ -10,7 +10,6 @@ import pytest
 from shared.compute import DataRef, StepJobRequest
 from shared.compute.databricks import DatabricksBackend, map_run_state
 from shared.datastore import default_datastore
-from shared.errors import ComputeError, InvalidRequest
 from shared.runs import RunStore
 from shared.settings import reset_settings
 from tests.contract.databricks_service import DatabricksService
@@ -183,17 +182,37 @@ def test_a_poll_that_keeps_failing_is_still_running(databricks, monkeypatch):
 
 
 def test_permanent_errors_fail_with_the_message_and_no_secret(databricks, monkeypatch):
+    """A refused submit is not an exception for the activity: the step fails with the service's words."""
     backend = DatabricksBackend()
     databricks.service.token = "another-token"
-    with pytest.raises(ComputeError) as caught:
-        backend.submit(notebook_request(databricks))
-    assert "Invalid access token" in caught.value.message and PAT not in caught.value.message
+    refused = backend.submit(notebook_request(databricks))
+    status = backend.poll(refused)
+    assert status.state == "Failed"
+    assert "Invalid access token" in status.error and PAT not in status.error
+    assert "Invalid access token" in backend.fetch_logs(refused)
+    backend.cancel(refused)  # nothing was started: a no-op
     databricks.service.token = PAT
-    with pytest.raises(InvalidRequest, match="existing_cluster_id or new_cluster"):
-        backend.submit(notebook_request(databricks, compute_settings={"host": databricks.url,
-                                                                      "token_setting": PAT_SETTING}))
+    databricks.inject("runs/submit", Fault.http(400, body={"error_code": "INVALID_PARAMETER_VALUE",
+                                                           "message": "Cluster 0101-cluster does not exist"}))
+    request = notebook_request(databricks)
+    status = backend.poll(backend.submit(request))
+    assert status.state == "Failed" and "INVALID_PARAMETER_VALUE: Cluster 0101-cluster does not exist" in status.error
+    assert "Cluster 0101-cluster does not exist" in RunStore().get_log(request.run_id, "train")
+    status = backend.poll(backend.submit(notebook_request(databricks, compute_settings={
+        "host": databricks.url, "token_setting": PAT_SETTING})))
+    assert "existing_cluster_id or new_cluster" in status.error
     monkeypatch.delenv(PAT_SETTING)
-    with pytest.raises(ComputeError, match=f"app setting '{PAT_SETTING}'"):
+    status = DatabricksBackend().poll(DatabricksBackend().submit(notebook_request(databricks)))
+    assert f"app setting '{PAT_SETTING}'" in status.error
+
+
+def test_submit_still_failing_after_retries_raises_for_the_activity_to_retry(databricks, monkeypatch):
+    from shared.errors import TransientError
+
+    monkeypatch.setenv("MLPIPE_COMPUTE_RETRY_ATTEMPTS", "2")
+    reset_settings()
+    databricks.inject("runs/submit", *[Fault.http(500)] * 2)
+    with pytest.raises(TransientError, match="still failing after 2 attempts"):
         DatabricksBackend().submit(notebook_request(databricks))
 
 

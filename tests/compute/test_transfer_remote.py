@@ -10,7 +10,6 @@ import pytest
 from shared.compute import DataRef, StepJobRequest, get_backend
 from shared.compute.transfer import TransferBackend
 from shared.datastore import default_datastore, get_datastore
-from shared.errors import NotFound
 from shared.runs import RunStore
 from shared.settings import reset_settings
 from tests.contract.azurite_accounts import SECOND_KEY, two_account_azurite
@@ -99,8 +98,8 @@ def test_submit_again_is_harmless_and_missing_source_is_not_found(transfer_env):
     assert first.id == again.id
     assert wait_done(backend, again).state == "Completed"
     backend.cancel(again)  # ended: a no-op
-    with pytest.raises(NotFound, match="sidecar/nothing/here"):
-        backend.submit(transfer_request(DataRef(datastore="sidecar", path="nothing/here")))
+    missing = backend.poll(backend.submit(transfer_request(DataRef(datastore="sidecar", path="nothing/here"))))
+    assert missing.state == "Failed" and "sidecar/nothing/here" in missing.error
 
 
 def test_a_failed_copy_fails_the_step(transfer_env):

@@ -123,6 +123,11 @@ def definition(databricks_url: str) -> dict:
     }
 
 
+def _text(value) -> str:
+    """JSON of an API answer (a dict, or the client's models)."""
+    return json.dumps(value, default=lambda o: o.model_dump() if hasattr(o, "model_dump") else str(o))
+
+
 def _all_blob_text(connection: str) -> bytes:
     service = BlobServiceClient.from_connection_string(connection)
     chunks = []
@@ -143,7 +148,7 @@ def test_mixed_pipeline_runs_reuses_and_leaks_no_credential(mixed_host, databric
     pipeline = publish(client, write_pipeline(tmp_path / "p", definition(databricks.url), script=PREP))
 
     run = client.wait_for_run(client.submit(pipeline["Id"], "mixed")["Id"], poll_seconds=0.2, timeout=120)
-    assert run["Status"] == "Finished", json.dumps(run, indent=1)
+    assert run["Status"] == "Finished", _text(run)
     steps = {item["Name"]: item for item in run["Steps"]}
     assert all(item["Status"] == "Completed" and not item["Reused"] for item in steps.values())
     assert steps["ingest"]["Metrics"]["files_copied"] == 2
@@ -199,3 +204,22 @@ def test_cancelling_the_run_cancels_the_databricks_run(mixed_host, databricks, l
     cancels = databricks.calls("runs/cancel")
     assert cancels and {c.body["run_id"] for c in cancels} == {max(databricks.service.runs)}
     assert databricks.service.runs[max(databricks.service.runs)]["state"][1] == "CANCELED"
+
+
+def test_a_permanent_databricks_error_fails_the_step_with_its_message(mixed_host, databricks, local_view, tmp_path):
+    from tests.contract.server import Fault
+
+    get_datastore("archive").upload_bytes("exports/bad/part.csv", b"3,4,y\n")
+    definition_ = definition(databricks.url)
+    definition_["name"] = "mixed-permanent-error"
+    definition_["datasets"]["raw"]["path"] = "exports/bad"
+    client = PipelineClient(mixed_host.url, KEY)
+    pipeline = publish(client, write_pipeline(tmp_path / "p", definition_, script=PREP))
+    refusal = {"error_code": "INVALID_PARAMETER_VALUE", "message": "Cluster 0101-e2e does not exist"}
+    databricks.inject("runs/submit", *[Fault.http(400, body=refusal)] * 10)
+    run = client.wait_for_run(client.submit(pipeline["Id"], "mixed")["Id"], poll_seconds=0.2, timeout=90)
+    assert run["Status"] == "Failed"
+    train = {item["Name"]: item for item in run["Steps"]}["train"]
+    assert train["Status"] == "Failed"
+    assert "Cluster 0101-e2e does not exist" in train["Error"]["message"], train
+    assert PAT not in _text(run)
