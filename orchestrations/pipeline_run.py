@@ -36,20 +36,22 @@ CONTINUE_AS_NEW_AFTER_STEPS = 16
 
 
 class _StepTasks:
-    """The current Durable task of every step in flight, and what it is (start/poll/timer)."""
+    """The current Durable task of every step in flight, and what it is (start/poll/timer/retry)."""
 
     def __init__(self):
         self.task_of: dict[str, object] = {}
         self.stage_of: dict[str, tuple[str, dict | None]] = {}
+        self.step_of: dict[int, str] = {}  # id(task) -> step: finding a finished task is O(1)
 
     def put(self, step: str, task, stage: str, handle: dict | None = None) -> None:
         self.task_of[step] = task
         self.stage_of[step] = (stage, handle)
+        self.step_of[id(task)] = step
 
     def pop(self, task) -> tuple[str, str, dict | None]:
-        step = next(name for name, pending in self.task_of.items() if pending is task)
-        del self.task_of[step]
-        stage, handle = self.stage_of.pop(step)
+        step = self.step_of[id(task)]
+        stage, handle = self.stage_of[step]
+        self._pop_step(step)
         return step, stage, handle
 
     def __bool__(self) -> bool:
@@ -68,7 +70,9 @@ class _StepTasks:
 
     def _pop_step(self, step: str):
         del self.stage_of[step]
-        return self.task_of.pop(step)
+        task = self.task_of.pop(step)
+        del self.step_of[id(task)]
+        return task
 
 
 def _progress_of(task) -> dict:

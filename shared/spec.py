@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, StringConstraints, ValidationError
 
 from shared.errors import InvalidRequest, NotFound
 from shared.graph import find_cycle
@@ -184,12 +184,16 @@ class PipelineDefinition(_Model):
     computes: dict[ResourceName, ComputeSpec] = Field(default_factory=dict)
     datasets: dict[StepName, DatasetSpec] = Field(default_factory=dict)
     steps: list[StepSpec] = Field(min_length=1)
+    _steps_by_name: dict[str, StepSpec] | None = PrivateAttr(default=None)
 
     def step(self, name: str) -> StepSpec:
-        for step in self.steps:
-            if step.name == name:
-                return step
-        raise NotFound(f"step '{name}' is not in pipeline '{self.name}'")
+        """The step called `name` (a dict lookup: large pipelines ask this once per step)."""
+        if self._steps_by_name is None:
+            self._steps_by_name = {step.name: step for step in self.steps}
+        try:
+            return self._steps_by_name[name]
+        except KeyError:
+            raise NotFound(f"step '{name}' is not in pipeline '{self.name}'") from None
 
     @property
     def step_names(self) -> list[str]:
