@@ -18,7 +18,8 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from shared.errors import ComputeError
 from shared.redact import register_secret

@@ -6,7 +6,8 @@ This backend is kept for teams with archived U-SQL scripts (and anything that st
 
 Data plane `https://{account}.azuredatalakeanalytics.net`, api-version 2016-11-01, Azure AD
 token for `https://datalake.azure.net/`:
-    PUT  /Jobs/{guid}            CreateJobParameters {name, type USql, properties{type, script}, degreeOfParallelism, priority, related}
+    PUT  /Jobs/{guid}            CreateJobParameters {name, type USql, properties{type, script},
+                                 degreeOfParallelism, priority, related}
     GET  /Jobs/{guid}            JobInformation {state, result, errorMessage[]}
     POST /Jobs/{guid}/CancelJob
 
@@ -27,7 +28,8 @@ import logging
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from shared.compute.azure_rest import JsonRestClient, ServiceError
 from shared.compute.base import JobHandle, JobStatus, StepJobRequest, substitute_data_placeholders
@@ -192,7 +194,7 @@ def _declarations(arguments: list[str], step: str) -> str:
     if len(arguments) % 2 or any(not a.startswith("--") or not a[2:].isidentifier() for a in arguments[::2]):
         raise InvalidRequest(f"steps[{step}].arguments: an adla step's arguments must be '--name value' pairs")
     return "".join(f"DECLARE @{name[2:]} string = {_usql_string(value)};\n"
-                   for name, value in zip(arguments[::2], arguments[1::2]))
+                   for name, value in zip(arguments[::2], arguments[1::2], strict=True))
 
 
 def _errors(job: Mapping[str, Any]) -> str:
@@ -210,7 +212,8 @@ def _errors(job: Mapping[str, Any]) -> str:
 def _log_text(job_id: str, job: Mapping[str, Any]) -> str:
     lines = [f"ADLA job {job_id}: {job.get('state')} {job.get('result') or ''}".rstrip()]
     for record in job.get("stateAuditRecords") or []:
-        lines.append(f"  {record.get('timeStamp', '')} {record.get('newState', '')} {record.get('details', '')}".rstrip())
+        line = f"  {record.get('timeStamp', '')} {record.get('newState', '')} {record.get('details', '')}"
+        lines.append(line.rstrip())
     errors = _errors(job)
     if errors:
         lines += ["--- errors ---", errors]

@@ -35,14 +35,15 @@ import logging
 import shlex
 import threading
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
+from collections.abc import Mapping
 
 from shared.compute.azure_rest import JsonRestClient, ServiceError
 from shared.compute.base import DATA_PLACEHOLDER, JobHandle, JobStatus, StepJobRequest, parse_metrics
 from shared.compute.remote import commit_written_outputs, refusal_status, save_log, submit_or_refuse
 from shared.credentials import AUTH_KEYS, azure_credential
 from shared.datastore import DEFAULT_DATASTORE, default_datastore, get_datastore
-from shared.errors import ComputeError, InvalidRequest, NotFound, TransientError
+from shared.errors import InvalidRequest, NotFound, TransientError
 from shared.redact import redact
 from shared.runs import RunStore
 
@@ -58,7 +59,7 @@ _CLIENT_KEYS = ("endpoint", "subscription_id", "resource_group", "workspace_name
 STDERR_TAIL_LINES = 20
 
 
-def map_job_status(status: Optional[str]) -> str:
+def map_job_status(status: str | None) -> str:
     """mlpipe JobState for an Azure ML JobStatus; unknown values are still Running (AML adds states)."""
     if status == "Completed":
         return "Completed"
@@ -230,7 +231,8 @@ class AmlBackend:
             # Created by a request whose answer was lost, then retried: it exists, which is what we want.
             if error.status != 409 and "already exists" not in error.message.lower():
                 raise
-            if client.call("GET", f"{workspace}/jobs/{job_name}", f"Azure ML job {job_name}", ok_missing=True)[1] is None:
+            found = client.call("GET", f"{workspace}/jobs/{job_name}", f"Azure ML job {job_name}", ok_missing=True)[1]
+            if found is None:
                 raise
 
     # ----- poll ----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ honouring Retry-After. Permanent errors become ComputeError carrying the service
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import urlparse
 
 from azure.core import PipelineClient
@@ -35,13 +35,13 @@ class ServiceError(ComputeError):
 class _Answer(Exception):
     """Carries a retryable HTTP answer out of one attempt so retry_call can classify it."""
 
-    def __init__(self, status: int, retry_after: Optional[str], message: str):
+    def __init__(self, status: int, retry_after: str | None, message: str):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
 
 
-def _classify(error: BaseException) -> Optional[Transient]:
+def _classify(error: BaseException) -> Transient | None:
     if isinstance(error, _Answer):
         return classify_status(error.status, error.retry_after)
     if is_connection_error(error):
@@ -79,7 +79,7 @@ class JsonRestClient:
         )
 
     def call(self, method: str, path: str, what: str, body: Any = None, ok_missing: bool = False,
-             params: Optional[dict] = None) -> tuple[int, Any]:
+             params: dict | None = None) -> tuple[int, Any]:
         """(status, JSON body). 404 with `ok_missing` answers (404, None); other 4xx raise
         ServiceError; transient failures are retried, then raise TransientError."""
         query = {"api-version": self.api_version, **(params or {})}

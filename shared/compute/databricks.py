@@ -27,7 +27,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import Any, Callable, Mapping, Optional
+from typing import Any
+from collections.abc import Callable, Mapping
 
 from shared.compute.base import JobHandle, JobStatus, StepJobRequest, parse_metrics, substitute_data_placeholders
 from shared.compute.remote import (
@@ -57,7 +58,7 @@ _SUCCESS_RESULTS = {"SUCCESS", "SUCCESS_WITH_FAILURES"}
 _CANCELED_RESULTS = {"CANCELED", "CANCELLED", "UPSTREAM_CANCELED"}
 
 
-def map_run_state(life_cycle: Optional[str], result: Optional[str], message: str = "") -> tuple[str, Optional[str]]:
+def map_run_state(life_cycle: str | None, result: str | None, message: str = "") -> tuple[str, str | None]:
     """(mlpipe JobState, error) for a Databricks life_cycle_state / result_state pair.
 
     New states may appear (Databricks says so): an unknown non-terminal life cycle is Running,
@@ -79,7 +80,7 @@ def map_run_state(life_cycle: Optional[str], result: Optional[str], message: str
     return "Running", None
 
 
-def _classify(error: BaseException) -> Optional[Transient]:
+def _classify(error: BaseException) -> Transient | None:
     from databricks.sdk.errors import DatabricksError, DeadlineExceeded, InternalError, TemporarilyUnavailable, \
         TooManyRequests
 
@@ -192,7 +193,8 @@ class DatabricksBackend:
         task = jobs.SubmitTask(task_key="main")
         if step.get("notebook_path"):
             params = {f"input_{n}": u for n, u in inputs.items()} | {f"output_{n}": u for n, u in outputs.items()}
-            params |= {str(k): _substitute(str(v), inputs, outputs) for k, v in (step.get("notebook_params") or {}).items()}
+            declared = step.get("notebook_params") or {}
+            params |= {str(k): _substitute(str(v), inputs, outputs) for k, v in declared.items()}
             params |= _pairs(arguments, request.step_name)
             task.notebook_task = jobs.NotebookTask(notebook_path=step["notebook_path"], base_parameters=params)
         elif step.get("python_script_path"):
@@ -304,10 +306,10 @@ def _pairs(arguments: list[str], step: str) -> dict[str, str]:
     """Notebook parameters from `--name value` arguments."""
     if len(arguments) % 2 or any(not a.startswith("--") for a in arguments[::2]):
         raise InvalidRequest(f"steps[{step}].arguments: a notebook step's arguments must be '--name value' pairs")
-    return {name[2:]: value for name, value in zip(arguments[::2], arguments[1::2])}
+    return {name[2:]: value for name, value in zip(arguments[::2], arguments[1::2], strict=True)}
 
 
-def _cluster(step: Mapping[str, Any], defaults: Mapping[str, Any], name: str) -> tuple[Optional[str], dict]:
+def _cluster(step: Mapping[str, Any], defaults: Mapping[str, Any], name: str) -> tuple[str | None, dict]:
     """(existing cluster id, or None and a new-cluster spec); the step's choice before the compute's."""
     for source in (step, defaults):
         if source.get("existing_cluster_id"):
@@ -325,11 +327,11 @@ def _cluster(step: Mapping[str, Any], defaults: Mapping[str, Any], name: str) ->
                          "(on the step or its compute)")
 
 
-def _enum(value: Any) -> Optional[str]:
+def _enum(value: Any) -> str | None:
     return None if value is None else str(getattr(value, "value", value))
 
 
-def _run_state(run) -> tuple[Optional[str], Optional[str], str]:
+def _run_state(run) -> tuple[str | None, str | None, str]:
     state = getattr(run, "state", None)
     if state is not None and state.life_cycle_state is not None:
         return _enum(state.life_cycle_state), _enum(state.result_state), state.state_message or ""

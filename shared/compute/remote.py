@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import uuid
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 from urllib.parse import quote, urlparse
 
 from shared.compute.base import DataRef, JobHandle, JobStatus, StepJobRequest

@@ -15,7 +15,8 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, TypeVar
+from typing import TypeVar
+from collections.abc import Callable
 
 from shared.errors import TransientError
 from shared.redact import redact
@@ -33,10 +34,10 @@ class Transient:
     """Why an error is worth retrying, and how long the service asked us to wait (if it did)."""
 
     reason: str
-    retry_after: Optional[float] = None
+    retry_after: float | None = None
 
 
-Classifier = Callable[[BaseException], Optional[Transient]]
+Classifier = Callable[[BaseException], Transient | None]
 
 
 @dataclass
@@ -47,13 +48,13 @@ class RetryPolicy:
     sleep: Callable[[float], None] = time.sleep
 
     @classmethod
-    def from_settings(cls) -> "RetryPolicy":
+    def from_settings(cls) -> RetryPolicy:
         settings = get_settings()
         return cls(attempts=max(1, settings.compute_retry_attempts),
                    base_seconds=max(0.0, settings.compute_retry_base_seconds),
                    max_seconds=max(0.0, settings.compute_retry_max_seconds))
 
-    def delay(self, attempt: int, retry_after: Optional[float]) -> float:
+    def delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
         backoff = min(self.max_seconds, self.base_seconds * (2 ** (attempt - 1)))
         jittered = backoff * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not crypto
@@ -64,7 +65,7 @@ class RetryPolicy:
         return jittered
 
 
-def retry_call(fn: Callable[[], T], classify: Classifier, what: str, policy: Optional[RetryPolicy] = None) -> T:
+def retry_call(fn: Callable[[], T], classify: Classifier, what: str, policy: RetryPolicy | None = None) -> T:
     """`fn()`, retried while `classify` calls its error transient; TransientError when attempts run out."""
     policy = policy or RetryPolicy.from_settings()
     attempt = 1
@@ -84,7 +85,7 @@ def retry_call(fn: Callable[[], T], classify: Classifier, what: str, policy: Opt
             attempt += 1
 
 
-def parse_retry_after(value: Optional[str]) -> Optional[float]:
+def parse_retry_after(value: str | None) -> float | None:
     """A Retry-After header: delta seconds or an HTTP date; None if absent or unreadable."""
     if not value:
         return None
@@ -100,7 +101,7 @@ def parse_retry_after(value: Optional[str]) -> Optional[float]:
     return max(0.0, when.timestamp() - time.time())
 
 
-def classify_status(status: Optional[int], retry_after: Optional[str] = None) -> Optional[Transient]:
+def classify_status(status: int | None, retry_after: str | None = None) -> Transient | None:
     """Transient for 408/429/5xx, honouring Retry-After; None otherwise."""
     if status is not None and (status in TRANSIENT_STATUS or status >= 500):
         return Transient(f"HTTP {status}", parse_retry_after(retry_after))

@@ -14,6 +14,7 @@ the host only starts and watches the copies.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from datetime import datetime, timedelta, timezone
@@ -91,8 +92,9 @@ class TransferBackend:
         prefix = handle.data["output"]
         while True:
             states = parallel_map(lambda name: _copy_state(target, f"{prefix}/{name}"), handle.data["files"])
-            failed = [(name, s) for name, s in zip(handle.data["files"], states) if s[0] in ("failed", "missing")]
-            aborted = [name for name, s in zip(handle.data["files"], states) if s[0] == "aborted"]
+            pairs = list(zip(handle.data["files"], states, strict=True))
+            failed = [(name, s) for name, s in pairs if s[0] in ("failed", "missing")]
+            aborted = [name for name, s in pairs if s[0] == "aborted"]
             if aborted:
                 self._finish_log(handle, states, "canceled")
                 return JobStatus(state="Canceled", error=f"copy aborted for {len(aborted)} file(s)")
@@ -103,7 +105,7 @@ class TransferBackend:
                     f"copy of '{name}' from {handle.data['source']} failed: {detail or 'destination blob missing'}"))
             if all(s[0] == "success" for s in states):
                 entries = [FileEntry(name=name, size=props.size or 0, md5=_md5(props))
-                           for name, (_s, _d, props) in zip(handle.data["files"], states)]
+                           for name, (_s, _d, props) in zip(handle.data["files"], states, strict=True)]
                 target.commit_output(prefix, entries)
                 self._finish_log(handle, states, "completed")
                 return JobStatus(state="Completed", outputs={handle.data["outputName"]: prefix},
@@ -113,8 +115,9 @@ class TransferBackend:
             time.sleep(POLL_INTERVAL_SECONDS)
 
     def _finish_log(self, handle: JobHandle, states: list, outcome: str) -> None:
-        lines = [f"data_transfer from {handle.data['source']} to {DEFAULT_DATASTORE}/{handle.data['output']}: {outcome}"]
-        for name, (status, detail, props) in zip(handle.data["files"], states):
+        target = f"{DEFAULT_DATASTORE}/{handle.data['output']}"
+        lines = [f"data_transfer from {handle.data['source']} to {target}: {outcome}"]
+        for name, (status, detail, props) in zip(handle.data["files"], states, strict=True):
             size = f" {props.size} bytes" if props is not None and props.size is not None else ""
             lines.append(f"  {name}: {status}{size}{' - ' + detail if detail else ''}")
         save_log(handle.data["runId"], handle.data["step"], "\n".join(lines) + "\n")
@@ -133,10 +136,8 @@ class TransferBackend:
             if status != "pending" or props is None:
                 return
             blob = target.container_client().get_blob_client(f"{prefix}/{name}")
-            try:
+            with contextlib.suppress(HttpResponseError):  # ended meanwhile
                 blob.abort_copy(props.copy.id)
-            except HttpResponseError:
-                pass  # ended meanwhile
 
         parallel_map(abort, handle.data.get("files", []))
 
@@ -146,7 +147,8 @@ class TransferBackend:
         try:
             return RunStore().get_log(handle.data.get("runId", ""), handle.data.get("step", ""))
         except NotFound:
-            return f"data_transfer from {handle.data.get('source')}: copying {len(handle.data.get('files', []))} file(s)\n"
+            count = len(handle.data.get("files", []))
+            return f"data_transfer from {handle.data.get('source')}: copying {count} file(s)\n"
 
 
 # ----- helpers ----------------------------------------------------------------------------

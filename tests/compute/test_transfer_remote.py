@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 
@@ -32,8 +33,9 @@ def transfer_env(accounts, monkeypatch, tmp_path):
     monkeypatch.setenv("MLPIPE_SYSTEM_CONTAINER", f"sys{suffix}")
     monkeypatch.setenv("MLPIPE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv(ARCHIVE_SETTING, second)
-    monkeypatch.setenv("MLPIPE_DATASTORES", f'{{"archive": {{"container": "arch{suffix}", "connection": "{ARCHIVE_SETTING}"}},'
-                                             f' "sidecar": {{"container": "side{suffix}"}}}}')
+    monkeypatch.setenv("MLPIPE_DATASTORES", json.dumps({
+        "archive": {"container": f"arch{suffix}", "connection": ARCHIVE_SETTING},
+        "sidecar": {"container": f"side{suffix}"}}))
     reset_settings()
     yield
     reset_settings()

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any, Callable, Optional
+from typing import Any
+from collections.abc import Callable
 
 from tests.contract.server import Request, Response, Service
 
@@ -28,7 +29,7 @@ class AdlaService(Service):
         ("POST", r"/Jobs/(?P<id>[^/]+)/CancelJob", "cancel_job"),
     ]
 
-    def __init__(self, token: str, behaviour: Optional[Callable[[dict], Any]] = None):
+    def __init__(self, token: str, behaviour: Callable[[dict], Any] | None = None):
         self.token = token
         self.behaviour = behaviour
         self.jobs: dict[str, dict] = {}
@@ -45,7 +46,7 @@ class AdlaService(Service):
     def _error(self, status: int, message: str) -> Response:
         return Response(status, self.error_body(status, message))
 
-    def authorize(self, request: Request) -> Optional[Response]:
+    def authorize(self, request: Request) -> Response | None:
         if request.header("Authorization") != f"Bearer {self.token}":
             return self._error(401, "Authentication failed: the access token is invalid.")
         if request.query.get("api-version") != "2016-11-01":

@@ -14,7 +14,8 @@ type, and every ${{inputs.X}} / ${{outputs.Y}} in the command declared.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Optional
+from typing import Any
+from collections.abc import Callable
 
 from tests.contract.server import Request, Response, Service
 
@@ -37,7 +38,7 @@ class AmlService(Service):
         ("PUT", WS + r"/computes/(?P<name>[^/]+)", "put_compute"),
     ]
 
-    def __init__(self, token: str, behaviour: Optional[Callable[[dict], Any]] = None,
+    def __init__(self, token: str, behaviour: Callable[[dict], Any] | None = None,
                  computes: tuple[str, ...] = ("cpu-cluster",)):
         self.token = token
         self.behaviour = behaviour
@@ -57,7 +58,7 @@ class AmlService(Service):
     def _error(self, status: int, message: str) -> Response:
         return Response(status, self.error_body(status, message))
 
-    def authorize(self, request: Request) -> Optional[Response]:
+    def authorize(self, request: Request) -> Response | None:
         if request.header("Authorization") != f"Bearer {self.token}":
             return self._error(401, "The access token is invalid or expired.")
         if not request.query.get("api-version"):
@@ -108,7 +109,7 @@ class AmlService(Service):
                            "status": "NotStarted", "cancel": False, "gets": 0}
         return Response(201, self._job_body(self.jobs[name]))
 
-    def _job_problem(self, props: dict, workspace: str) -> Optional[str]:
+    def _job_problem(self, props: dict, workspace: str) -> str | None:
         if props.get("jobType") != "Command":
             return "jobType must be Command"
         for key in ("command", "environmentId", "codeId"):
@@ -175,7 +176,8 @@ class AmlService(Service):
     def put_compute(self, request: Request, match) -> Response:
         props = ((request.body or {}).get("properties") or {})
         inner = props.get("properties") or {}
-        if props.get("computeType") != "AmlCompute" or not inner.get("vmSize") or not (request.body or {}).get("location"):
+        location = (request.body or {}).get("location")
+        if props.get("computeType") != "AmlCompute" or not inner.get("vmSize") or not location:
             return self._error(400, "computeType AmlCompute, properties.vmSize and location are required")
         scale = inner.get("scaleSettings") or {}
         if "maxNodeCount" not in scale:

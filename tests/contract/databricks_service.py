@@ -14,7 +14,8 @@ return value (a dict) may set notebook_result / logs / error.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Optional
+from typing import Any
+from collections.abc import Callable
 
 from tests.contract.server import Request, Response, Service
 
@@ -33,7 +34,7 @@ class DatabricksService(Service):
         ("POST", API + r"/cancel", "cancel"),
     ]
 
-    def __init__(self, token: str, behaviour: Optional[Callable[[dict], Any]] = None,
+    def __init__(self, token: str, behaviour: Callable[[dict], Any] | None = None,
                  default_script: tuple = DEFAULT_SCRIPT, cancel_immediately: bool = False):
         self.token = token
         self.cancel_immediately = cancel_immediately  # else TERMINATING first, as Databricks usually does
@@ -58,7 +59,7 @@ class DatabricksService(Service):
     def _error(self, status: int, message: str) -> Response:
         return Response(status, self.error_body(status, message))
 
-    def authorize(self, request: Request) -> Optional[Response]:
+    def authorize(self, request: Request) -> Response | None:
         if request.path.startswith("/.well-known/"):
             return self._error(404, "not found")  # the SDK's host-metadata probe; optional
         if request.header("Authorization") != f"Bearer {self.token}":
@@ -150,7 +151,7 @@ class DatabricksService(Service):
         return Response(200, {})
 
 
-def _submit_problem(body: dict) -> Optional[str]:
+def _submit_problem(body: dict) -> str | None:
     token = body.get("idempotency_token")
     if token is not None and (not isinstance(token, str) or len(token) > 64):
         return "idempotency_token must be a string of at most 64 characters"

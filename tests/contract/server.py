@@ -16,12 +16,14 @@ HTTP to it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Optional
+from typing import Any
+from collections.abc import Callable
 from urllib.parse import parse_qs, urlparse
 
 
@@ -52,16 +54,16 @@ class Response:
 class Fault:
     kind: str                      # "status" | "drop"
     status: int = 503
-    retry_after: Optional[str] = None
+    retry_after: str | None = None
     after: bool = False            # drop: handle the request first, then lose the answer
     body: Any = None
 
     @classmethod
-    def http(cls, status: int, retry_after: Optional[str] = None, body: Any = None) -> "Fault":
+    def http(cls, status: int, retry_after: str | None = None, body: Any = None) -> Fault:
         return cls("status", status=status, retry_after=retry_after, body=body)
 
     @classmethod
-    def drop(cls, after: bool = False) -> "Fault":
+    def drop(cls, after: bool = False) -> Fault:
         return cls("drop", after=after)
 
 
@@ -73,7 +75,7 @@ class Service:
     def error_body(self, status: int, message: str) -> Any:
         return {"error": {"code": str(status), "message": message}}
 
-    def authorize(self, request: Request) -> Optional[Response]:
+    def authorize(self, request: Request) -> Response | None:
         return None
 
     def handle(self, request: Request) -> Response:
@@ -91,7 +93,7 @@ class ContractServer:
     def __init__(self, service: Service):
         self.service = service
         self.requests: list[Request] = []
-        self._faults: list[tuple[str, Optional[str], Fault]] = []
+        self._faults: list[tuple[str, str | None, Fault]] = []
         self._lock = threading.Lock()
         server = self
 
@@ -126,7 +128,7 @@ class ContractServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._httpd.server_port}"
 
-    def __enter__(self) -> "ContractServer":
+    def __enter__(self) -> ContractServer:
         self._thread.start()
         return self
 
@@ -136,13 +138,13 @@ class ContractServer:
 
     # ----- faults and records ----------------------------------------------------------------
 
-    def inject(self, path_contains: str, *faults: Fault, method: Optional[str] = None) -> None:
+    def inject(self, path_contains: str, *faults: Fault, method: str | None = None) -> None:
         """The next len(faults) requests whose path contains `path_contains` (and whose method is
         `method`, if given) get these faults, in order."""
         with self._lock:
             self._faults.extend((path_contains, method, fault) for fault in faults)
 
-    def _take_fault(self, request: Request) -> Optional[Fault]:
+    def _take_fault(self, request: Request) -> Fault | None:
         with self._lock:
             for index, (needle, method, fault) in enumerate(self._faults):
                 if needle in request.path and method in (None, request.method):
@@ -150,7 +152,7 @@ class ContractServer:
                     return fault
         return None
 
-    def calls(self, path_contains: str = "", method: Optional[str] = None) -> list[Request]:
+    def calls(self, path_contains: str = "", method: str | None = None) -> list[Request]:
         return [r for r in self.requests if path_contains in r.path and (method is None or r.method == method)]
 
     # ----- dispatch --------------------------------------------------------------------------
@@ -164,10 +166,8 @@ class ContractServer:
                 with self._lock:
                     self.service.handle(request)
             handler.close_connection = True
-            try:
+            with contextlib.suppress(OSError):
                 handler.connection.shutdown(2)
-            except OSError:
-                pass
             return
         if fault is not None:
             headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}

@@ -20,7 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import pytest
 
@@ -62,7 +62,7 @@ class Harness:
     backend: object
     make: Callable[[str], StepJobRequest]          # mode: ok | fail | long
     break_job: Callable[[StepJobRequest, JobHandle], None] = lambda request, handle: None
-    server: Optional[ContractServer] = None
+    server: ContractServer | None = None
     cancel_reaches_running_job: bool = True
     idempotent_submit: bool = True
     wait_seconds: float = 0.0
@@ -192,8 +192,10 @@ def harness(request, storage_env, monkeypatch, tmp_path):
         return server
 
     connection = storage_env.connection_string
-    builders = {"local": lambda: _local(tmp_path, connection), "databricks": lambda: _databricks(tmp_path, connection, stack),
-                "aml": lambda: _aml(tmp_path, connection, stack), "adla": lambda: _adla(tmp_path, connection, stack),
+    builders = {"local": lambda: _local(tmp_path, connection),
+                "databricks": lambda: _databricks(tmp_path, connection, stack),
+                "aml": lambda: _aml(tmp_path, connection, stack),
+                "adla": lambda: _adla(tmp_path, connection, stack),
                 "data_transfer": lambda: _transfer(tmp_path, connection)}
     yield builders[request.param]()
     for server in servers:

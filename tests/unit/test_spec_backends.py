@@ -91,5 +91,7 @@ def test_the_remote_compute_example_validates():
 
     from shared.spec import load_definition
 
-    definition, _ = load_definition(Path(__file__).resolve().parents[2] / "examples" / "remote_compute" / "pipeline.yaml")
-    assert {definition.compute_type(step.compute) for step in definition.steps} == {"local", "databricks", "aml", "adla"}
+    example = Path(__file__).resolve().parents[2] / "examples" / "remote_compute" / "pipeline.yaml"
+    definition, _ = load_definition(example)
+    types = {definition.compute_type(step.compute) for step in definition.steps}
+    assert types == {"local", "databricks", "aml", "adla"}
