@@ -7,7 +7,7 @@ import logging
 import azure.durable_functions as df
 import azure.functions as func
 
-from functions.http_support import api_handler, json_response, read_json
+from functions.http_support import api_handler, in_thread, json_response, read_json
 from orchestrations.debounce import instance_id_for
 from shared import schedules
 
@@ -17,32 +17,32 @@ log = logging.getLogger("mlpipe.http")
 
 @bp.route(route="schedules", methods=["POST"])
 @api_handler
-async def create_schedule(req: func.HttpRequest) -> func.HttpResponse:
+def create_schedule(req: func.HttpRequest) -> func.HttpResponse:
     schedule = schedules.create_schedule(read_json(req))
     return json_response(schedule, 201, {"Location": f"/api/schedules/{schedule['Name']}"})
 
 
 @bp.route(route="schedules", methods=["GET"])
 @api_handler
-async def list_schedules(req: func.HttpRequest) -> func.HttpResponse:
+def list_schedules(req: func.HttpRequest) -> func.HttpResponse:
     return json_response({"value": schedules.list_schedules(req.params.get("status", "All")), "nextLink": None})
 
 
 @bp.route(route="schedules/{schedule_name}", methods=["GET"])
 @api_handler
-async def get_schedule(req: func.HttpRequest) -> func.HttpResponse:
+def get_schedule(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(schedules.get_schedule(req.route_params["schedule_name"]))
 
 
 @bp.route(route="schedules/{schedule_name}/disable", methods=["POST"])
 @api_handler
-async def disable_schedule(req: func.HttpRequest) -> func.HttpResponse:
+def disable_schedule(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(schedules.set_schedule_enabled(req.route_params["schedule_name"], False))
 
 
 @bp.route(route="schedules/{schedule_name}/enable", methods=["POST"])
 @api_handler
-async def enable_schedule(req: func.HttpRequest) -> func.HttpResponse:
+def enable_schedule(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(schedules.set_schedule_enabled(req.route_params["schedule_name"], True))
 
 
@@ -50,7 +50,7 @@ async def enable_schedule(req: func.HttpRequest) -> func.HttpResponse:
 @bp.durable_client_input(client_name="client")
 @api_handler
 async def delete_schedule(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    record = schedules.delete_schedule(req.route_params["schedule_name"])
+    record = await in_thread(schedules.delete_schedule, req.route_params["schedule_name"])
     if record.Kind == "Datastore":
         try:  # its debounce instance has nothing left to do (a pending window is dropped: the schedule is gone)
             await client.terminate(instance_id_for(record.Name), "schedule deleted")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import inspect
 import json
 import logging
 from typing import Any, Awaitable, Callable
@@ -54,22 +56,45 @@ def _validation_message(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def api_handler(handler: Callable[..., Awaitable[func.HttpResponse]]):
-    """Wrap an async HTTP handler: mlpipe errors become their status, bad input a 400, the rest a 500."""
+def _response_for(handler_name: str, error: Exception) -> func.HttpResponse:
+    """mlpipe errors become their status, bad input a 400, anything else a generic 500."""
+    if isinstance(error, MlpipeError):
+        if error.status >= 500:
+            log.error("request failed: %s", redact(str(error)))
+        return error_response(error)
+    if isinstance(error, ValidationError):
+        return error_response(InvalidRequest(_validation_message(error)))
+    log.error("unhandled error in %s", handler_name, exc_info=error)
+    return json_response({"error": {"code": "InternalError", "message": "internal error; see the host log"}}, 500)
+
+
+def api_handler(handler: Callable[..., func.HttpResponse | Awaitable[func.HttpResponse]]):
+    """Wrap an HTTP handler so every error leaves as a JSON error response.
+
+    Handlers that only use storage are plain functions: the Functions host runs them on its
+    thread pool. Handlers that need the Durable client are coroutines and must keep blocking
+    storage calls off the event loop (`await in_thread(...)`).
+    """
+    if inspect.iscoroutinefunction(handler):
+        @functools.wraps(handler)
+        async def async_wrapper(*args, **kwargs) -> func.HttpResponse:
+            try:
+                return await handler(*args, **kwargs)
+            except Exception as error:  # noqa: BLE001 - mapped in one place
+                return _response_for(handler.__name__, error)
+
+        return async_wrapper
 
     @functools.wraps(handler)
-    async def wrapper(*args, **kwargs) -> func.HttpResponse:
+    def wrapper(*args, **kwargs) -> func.HttpResponse:
         try:
-            return await handler(*args, **kwargs)
-        except MlpipeError as error:
-            if error.status >= 500:
-                log.error("request failed: %s", redact(str(error)))
-            return error_response(error)
-        except ValidationError as error:
-            return error_response(InvalidRequest(_validation_message(error)))
-        except Exception:  # noqa: BLE001 - the last line of defence; details go to the log only
-            log.exception("unhandled error in %s", handler.__name__)
-            return json_response({"error": {"code": "InternalError",
-                                            "message": "internal error; see the host log"}}, 500)
+            return handler(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - mapped in one place
+            return _response_for(handler.__name__, error)
 
     return wrapper
+
+
+async def in_thread(function: Callable[..., Any], *args, **kwargs) -> Any:
+    """Run blocking work (storage calls) off the event loop that the Durable client needs."""
+    return await asyncio.to_thread(function, *args, **kwargs)
