@@ -419,6 +419,12 @@ def _backend_settings_problems(step: StepSpec, definition: PipelineDefinition, w
     if compute_type is not None and compute_type not in allowed:
         problems.append(f"{where}.compute: a {step.type} step cannot run on compute '{step.compute}' "
                         f"(type {compute_type}); it needs {' or '.join(allowed)} compute")
+    if compute_type == "aml" and step.type == "python" and step.source_directory is None:
+        problems.append(f"{where}.source_directory: required on aml compute (it is the job's code snapshot)")
+    if (step.type == "adla" or (step.type == "databricks" and step.settings.get("notebook_path"))) and (
+            len(step.arguments) % 2 or any(not str(a).startswith("--") for a in step.arguments[::2])):
+        problems.append(f"{where}.arguments: must be '--name value' pairs for a {step.type} step "
+                        "(they become notebook widgets / U-SQL DECLAREs)")
     for key, value in step.settings.items():
         if any(namespace == "parameters" for namespace, _ in placeholders_in(json.dumps(value))):
             problems.append(f"{where}.settings.{key}: {{parameters.X}} is not substituted in settings; "

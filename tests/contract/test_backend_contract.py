@@ -200,7 +200,28 @@ def harness(request, storage_env, monkeypatch, tmp_path):
     yield builders[request.param]()
     for server in servers:
         server.__exit__(None, None, None)
+    _assert_no_secret_stored(request.param, servers)
     reset_settings()
+
+
+def _assert_no_secret_stored(backend: str, servers: list[ContractServer]) -> None:
+    """Every blob the scenario left in the test's containers (step logs, outputs, code, manifests)
+    and every request a contract server recorded outside its Authorization header is free of the
+    credential."""
+    for store in (default_datastore(), get_datastore("sidecar")):
+        client = store.container_client()
+        for blob in client.list_blobs(include=["metadata"]):
+            content = client.download_blob(blob.name).readall()
+            assert SECRET.encode() not in content + json.dumps(blob.metadata or {}).encode(), (backend, blob.name)
+    from shared.runs import RunStore
+
+    system = RunStore()._container()  # noqa: SLF001 - the system container: run records, step logs
+    for blob in system.list_blobs():
+        assert SECRET.encode() not in system.download_blob(blob.name).readall(), (backend, blob.name)
+    for server in servers:
+        for recorded in server.requests:
+            assert SECRET not in recorded.path + json.dumps(recorded.query), (backend, recorded.path)
+            assert SECRET.encode() not in recorded.raw, (backend, recorded.path)
 
 
 def _until_terminal(harness: Harness, handle: JobHandle, limit: float = 60):

@@ -30,7 +30,8 @@ def test_a_valid_mixed_definition():
         {"name": "nb", "type": "databricks", "compute": "dbx", "settings": {"notebook_path": "/Repos/x/nb"},
          "arguments": ["--mode", "full"], "outputs": ["out"]},
         {"name": "py", "type": "databricks", "compute": "dbx", "settings": {"python_script_path": "dbfs:/a.py"}},
-        {"name": "train", "compute": "cpu", "script_name": "train.py", "inputs": {"d": "nb.out"}},
+        {"name": "train", "compute": "cpu", "source_directory": "src", "script_name": "train.py",
+         "inputs": {"d": "nb.out"}},
         {"name": "copy", "type": "data_transfer", "inputs": {"src": "datasets.raw"}, "outputs": ["dst"]},
         {"name": "usql", "type": "adla", "compute": "lake", "script_name": "q.usql"},
     ]) == []
@@ -95,3 +96,18 @@ def test_the_remote_compute_example_validates():
     definition, _ = load_definition(example)
     types = {definition.compute_type(step.compute) for step in definition.steps}
     assert types == {"local", "databricks", "aml", "adla"}
+
+
+def test_aml_steps_need_a_source_directory_and_notebook_arguments_are_pairs():
+    assert problems([
+        {"name": "train", "compute": "cpu", "script_name": "train.py"},
+        {"name": "nb", "type": "databricks", "compute": "dbx", "settings": {"notebook_path": "/n"},
+         "arguments": ["--a", "1", "loose"]},
+        {"name": "q", "type": "adla", "compute": "lake", "script_name": "q.usql", "arguments": ["x", "1"]},
+    ]) == [
+        "steps[train].source_directory: required on aml compute (it is the job's code snapshot)",
+        "steps[nb].arguments: must be '--name value' pairs for a databricks step "
+        "(they become notebook widgets / U-SQL DECLAREs)",
+        "steps[q].arguments: must be '--name value' pairs for a adla step "
+        "(they become notebook widgets / U-SQL DECLAREs)",
+    ]
