@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench serve clean
+.PHONY: install demo demo-trigger demo-batch test test-fast bench serve clean
 
 install: $(STAMP) node_modules/.bin/azurite
 
@@ -21,6 +21,14 @@ node_modules/.bin/azurite: package.json package-lock.json
 # Start the local host (+ Azurite), publish and run the iris pipeline twice (the second time every step is Reused).
 demo: install
 	$(PY) examples/iris/demo.py
+
+# Upload-triggered retraining: a datastore schedule watches iris/incoming/; a burst of 3 CSV uploads starts one run.
+demo-trigger: install
+	$(PY) examples/iris/trigger_demo.py
+
+# Batch scoring on a schedule: registers the newest iris model, scores scoring/incoming/*.csv every 15 s (twice).
+demo-batch: install
+	$(PY) examples/batch-scoring/demo.py
 
 # The whole test suite (unit, orchestrator, storage on Azurite, devhost + HTTP integration).
 test: install

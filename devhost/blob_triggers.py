@@ -1,7 +1,7 @@
 """Blob triggers, as the Functions host's polling blob trigger (`LogsAndContainerScan`) runs them.
 
 Per blob-triggered function (`path` = `container/prefix{name}`, `%SETTING%` expanded): scan the
-container every `MLPIPE_BLOB_SCAN_SECONDS` (default 1) and call the function once for every blob
+container every `MLPIPE_BLOB_SCAN_SECONDS` (default 0.5) and call the function once for every blob
 version (name + ETag) that has no **blob receipt** yet. The receipt is written after the function
 succeeds, in the host container `azure-webjobs-hosts` as the Functions host writes it
 (`blobreceipts/<host id>/<function>/<etag>/<container>/<blob>`), so each blob version triggers
@@ -217,7 +217,7 @@ class BlobTriggers:
     """Every blob-triggered function of the app (started and stopped by devhost/host.py)."""
 
     def __init__(self, functions: list[BindingTriggerFunction], call, binding_json: str, host_id: str):
-        scan_seconds = float(os.environ.get("MLPIPE_BLOB_SCAN_SECONDS") or 1.0)
+        scan_seconds = float(os.environ.get("MLPIPE_BLOB_SCAN_SECONDS") or 0.5)
         self.watchers = [BlobWatcher(f, call, binding_json, host_id, scan_seconds) for f in functions]
         self._tasks: list[asyncio.Task] = []
 

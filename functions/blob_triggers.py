@@ -7,6 +7,7 @@ running. Everything else (step outputs under runs/, unwatched folders) returns a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 
@@ -28,7 +29,7 @@ os.environ.setdefault("MLPIPE_BLOBSTORE_CONTAINER", Settings.blobstore_container
 @bp.durable_client_input(client_name="client")
 async def datastore_blob_changed(blob: func.InputStream, client: df.DurableOrchestrationClient) -> None:
     _container, _, path = (blob.name or "").partition("/")
-    watchers = schedules.watching(path)
+    watchers = await asyncio.to_thread(schedules.watching, path)
     if not watchers:
         return
     etag = (getattr(blob, "blob_properties", None) or {}).get("ETag") or ""

@@ -11,27 +11,32 @@ Storage SDKs write by default) and plain JSON messages both reach the handler, w
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 
 import azure.durable_functions as df
 import azure.functions as func
 
 from functions.run_starter import start_run
+from shared.settings import Settings, get_settings
 from shared.submissions import PoisonMessage, handle_submission, send_to_poison
 
 bp = df.Blueprint()
 log = logging.getLogger("mlpipe.triggers")
 
-SUBMISSIONS_QUEUE = "pipeline-submissions"
+# The host resolves %MLPIPE_SUBMISSIONS_QUEUE% from app settings (default `pipeline-submissions`, API.md §4;
+# another name lets several apps, or test hosts, share one storage account).
+os.environ.setdefault("MLPIPE_SUBMISSIONS_QUEUE", Settings.submissions_queue)
 
 
-@bp.queue_trigger(arg_name="msg", queue_name=SUBMISSIONS_QUEUE, connection="AzureWebJobsStorage")
+@bp.queue_trigger(arg_name="msg", queue_name="%MLPIPE_SUBMISSIONS_QUEUE%", connection="AzureWebJobsStorage")
 @bp.durable_client_input(client_name="client")
 async def queue_submission(msg: func.QueueMessage, client: df.DurableOrchestrationClient) -> None:
     raw = msg.get_body()
-    try:
-        start = handle_submission(raw, msg.id, run_source="Queue")
+    try:  # storage calls on a worker thread: the event loop keeps serving other invocations
+        start = await asyncio.to_thread(handle_submission, raw, msg.id, "Queue")
     except PoisonMessage as error:
-        send_to_poison(error.message, raw, SUBMISSIONS_QUEUE)
+        await asyncio.to_thread(send_to_poison, error.message, raw, get_settings().submissions_queue)
         return
     await start_run(client, start)

@@ -12,6 +12,8 @@ Not run here: no Service Bus emulator; the boundary is tested with azure-service
 
 from __future__ import annotations
 
+import asyncio
+
 import azure.durable_functions as df
 import azure.functions as func
 
@@ -22,7 +24,6 @@ from shared.submissions import send_to_poison
 
 bp = df.Blueprint()
 
-SUBMISSIONS_QUEUE = "pipeline-submissions"
 
 
 class TransientSubmissionError(RuntimeError):
@@ -32,9 +33,9 @@ class TransientSubmissionError(RuntimeError):
 async def process_functions_message(msg: func.ServiceBusMessage, client: df.DurableOrchestrationClient) -> str:
     """Handle one message from the Functions binding; the action taken (raises for a retry)."""
     raw = msg.get_body()
-    outcome = outcome_of(raw, msg.message_id)
+    outcome = await asyncio.to_thread(outcome_of, raw, msg.message_id)
     if outcome.action == DEAD_LETTER:
-        send_to_poison(outcome.reason or "poison", raw, SUBMISSIONS_QUEUE)
+        await asyncio.to_thread(send_to_poison, outcome.reason or "poison", raw, get_settings().submissions_queue)
         return DEAD_LETTER
     if outcome.action != COMPLETE:
         raise TransientSubmissionError(outcome.reason or "transient failure")
@@ -43,7 +44,7 @@ async def process_functions_message(msg: func.ServiceBusMessage, client: df.Dura
 
 
 if get_settings().servicebus_connection:
-    @bp.service_bus_queue_trigger(arg_name="msg", queue_name=SUBMISSIONS_QUEUE,
+    @bp.service_bus_queue_trigger(arg_name="msg", queue_name="%MLPIPE_SUBMISSIONS_QUEUE%",
                                   connection="MLPIPE_SERVICEBUS_CONNECTION")
     @bp.durable_client_input(client_name="client")
     async def servicebus_submission(msg: func.ServiceBusMessage, client: df.DurableOrchestrationClient) -> None:

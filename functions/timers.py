@@ -8,6 +8,7 @@ running collapse into one catch-up run for the latest of them (shared.recurrence
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import os
@@ -40,11 +41,12 @@ async def fire_due_schedules(client: df.DurableOrchestrationClient, now: dt.date
     """Start one run per due schedule; the run ids started or found."""
     store = ScheduleStore()
     fired = []
-    for schedule, due in store.due_now(now):
+    for schedule, due in await asyncio.to_thread(store.due_now, now):
         run_id = deterministic_run_id("sched", schedule.Name, due)
         body = schedule.submit_body("Schedule")
         try:
-            start = submit_once(body, run_id, pipeline_id=schedule.PipelineId, endpoint_name=schedule.EndpointName)
+            start = await asyncio.to_thread(submit_once, body, run_id, pipeline_id=schedule.PipelineId,
+                                            endpoint_name=schedule.EndpointName)
             await start_run(client, start)
         except (TransientError, StorageError) as error:
             log.warning("schedule %s: due %s not started yet (%s); next tick retries", schedule.Name, due,
@@ -52,9 +54,10 @@ async def fire_due_schedules(client: df.DurableOrchestrationClient, now: dt.date
             continue
         except MlpipeError as error:  # can never succeed for this due time (pipeline disabled, bad parameter)
             log.error("schedule %s: due %s failed: %s", schedule.Name, due, redact(error.message))
-            store.record_run(schedule.Name, "", due, error={"code": error.code, "message": redact(error.message)})
+            await asyncio.to_thread(store.record_run, schedule.Name, "", due,
+                                    {"code": error.code, "message": redact(error.message)})
             continue
-        store.record_run(schedule.Name, run_id, due)
+        await asyncio.to_thread(store.record_run, schedule.Name, run_id, due)
         fired.append(run_id)
         log.info("schedule %s: due %s -> run %s", schedule.Name, due.isoformat(), run_id)
     return fired

@@ -333,6 +333,58 @@ def cmd_endpoints(args) -> int:
     return EXIT_OK
 
 
+_SCHEDULE_FIELDS = ["Name", "Kind", "Status", "PipelineId", "EndpointName", "ExperimentName", "Cron", "TimeZone",
+                    "LastRunId", "LastRunTimeUtc", "NextRunTimeUtc", "CreatedTimeUtc"]
+
+
+def _schedule_body(args) -> dict:
+    body = {"name": args.name, "experimentName": args.experiment,
+            "parameterAssignments": parse_param_assignments(args.param)}
+    body["pipelineId" if args.pipeline else "endpointName"] = args.pipeline or args.endpoint
+    if args.cron:
+        body["cron"] = args.cron
+        if args.time_zone:
+            body["timeZone"] = args.time_zone
+    elif args.frequency:
+        recurrence = {"frequency": args.frequency, "interval": args.interval}
+        for key, value in (("startTime", args.start_time), ("timeZone", args.time_zone)):
+            if value:
+                recurrence[key] = value
+        for key, value in (("hours", args.hours), ("minutes", args.minutes)):
+            if value:
+                recurrence[key] = [int(v) for v in value.split(",")]
+        if args.week_days:
+            recurrence["weekDays"] = args.week_days.split(",")
+        body["recurrence"] = recurrence
+    else:
+        body["datastore"] = {"name": args.datastore, "pathOnDatastore": args.watch,
+                             "dataPathParameterName": args.data_path_parameter, "debounceSeconds": args.debounce}
+    return body
+
+
+def cmd_schedules(args) -> int:
+    client = _client(args)
+    command = args.schedules_command
+    if command == "list":
+        schedules = client.list_schedules(args.status)
+        _show(args, schedules, lambda: _table(schedules, [
+            ("Name", "Name"), ("Kind", "Kind"), ("Status", "Status"), ("Last run", "LastRunId"),
+            ("Next due", "NextRunTimeUtc")]))
+        return EXIT_OK
+    if command == "delete":
+        client.delete_schedule(args.name)
+        _show(args, {"deleted": args.name}, f"schedule {args.name} deleted")
+        return EXIT_OK
+    if command == "create":
+        schedule = client.create_schedule(_schedule_body(args))
+    elif command == "show":
+        schedule = client.get_schedule(args.name)
+    else:
+        schedule = client.set_schedule_enabled(args.name, command == "enable")
+    _show(args, schedule, lambda: _details(schedule, _SCHEDULE_FIELDS, f"schedule {schedule['Name']}"))
+    return EXIT_OK
+
+
 def cmd_datastore_upload(args) -> int:
     from shared.datastore import get_datastore
 
@@ -467,6 +519,37 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in endpoints_commands.choices.values():
         _add_host_options(sub)
     endpoints.set_defaults(handler=cmd_endpoints)
+
+    schedules = commands.add_parser("schedules", help="run a pipeline or endpoint on a recurrence, a cron or new data")
+    schedules_commands = schedules.add_subparsers(dest="schedules_command", required=True)
+    schedule_create = schedules_commands.add_parser(
+        "create", help="NAME (--pipeline ID | --endpoint NAME) --experiment NAME and one of --cron, --frequency, --watch")
+    schedule_create.add_argument("name")
+    target = schedule_create.add_mutually_exclusive_group(required=True)
+    target.add_argument("--pipeline", metavar="ID")
+    target.add_argument("--endpoint", metavar="NAME", help="runs the endpoint's default version at fire time")
+    schedule_create.add_argument("--experiment", required=True)
+    schedule_create.add_argument("--param", action="append", default=[], metavar="K=V")
+    when = schedule_create.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", metavar="EXPR", help="six-field NCRONTAB, e.g. '0 30 9 * * 1-5'")
+    when.add_argument("--frequency", choices=["Minute", "Hour", "Day", "Week", "Month"])
+    when.add_argument("--watch", metavar="PATH", help="a datastore folder: uploads below it start a run")
+    schedule_create.add_argument("--interval", type=int, default=1)
+    schedule_create.add_argument("--start-time")
+    schedule_create.add_argument("--time-zone")
+    schedule_create.add_argument("--hours", help="comma-separated, Day/Week only")
+    schedule_create.add_argument("--minutes", help="comma-separated, Day/Week only")
+    schedule_create.add_argument("--week-days", help="comma-separated, e.g. Monday,Friday (Week only)")
+    schedule_create.add_argument("--datastore", default="workspaceblobstore")
+    schedule_create.add_argument("--data-path-parameter", metavar="NAME", help="gets the changed path")
+    schedule_create.add_argument("--debounce", type=float, default=30.0, metavar="SECONDS")
+    schedules_list = schedules_commands.add_parser("list")
+    schedules_list.add_argument("--status", default="All", choices=["Active", "Disabled", "All"])
+    for name in ("show", "disable", "enable", "delete"):
+        schedules_commands.add_parser(name).add_argument("name")
+    for sub in schedules_commands.choices.values():
+        _add_host_options(sub)
+    schedules.set_defaults(handler=cmd_schedules)
 
     datastore = commands.add_parser("datastore", help="upload data to a datastore (uses AzureWebJobsStorage directly)")
     datastore_commands = datastore.add_subparsers(dest="datastore_command", required=True)

@@ -276,6 +276,23 @@ class PipelineClient:
         run = self.submit_endpoint(name, experiment_name, parameters, pipeline_version=pipeline_version, **fields)
         return RunPoller(self, run, poll_seconds)
 
+    # --- schedules (plain JSON dicts) ---------------------------------------------------------
+    def create_schedule(self, body: dict) -> dict:
+        """POST /api/schedules: {"name", "pipelineId" | "endpointName", "experimentName", ...}."""
+        return self.request("POST", "/api/schedules", body=body)
+
+    def list_schedules(self, status: str = "All") -> list[dict]:
+        return self.request("GET", "/api/schedules", query={"status": status})["value"]
+
+    def get_schedule(self, name: str) -> dict:
+        return self.request("GET", f"/api/schedules/{_quote(name)}")
+
+    def set_schedule_enabled(self, name: str, enabled: bool) -> dict:
+        return self.request("POST", f"/api/schedules/{_quote(name)}/{'enable' if enabled else 'disable'}")
+
+    def delete_schedule(self, name: str) -> None:
+        self.request("DELETE", f"/api/schedules/{_quote(name)}")
+
     # --- runs ------------------------------------------------------------------------------
     def get_run(self, run_id: str) -> Run:
         return self._typed(Run, "GET", f"/api/runs/{_quote(run_id)}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from shared import events
 from shared.errors import NotFound
 from shared.runs import RunRecord, RunStore, StepRecord, utc_now
 from shared.statuses import RunStatus, StepStatus
@@ -53,6 +54,7 @@ def mark_run_finished(run_id: str, status: str, failed_steps: list[str]) -> dict
         return run
 
     run = store.modify_run(run_id, finish)
+    events.run_ended(run)
     return {"status": run.Status}
 
 

@@ -18,6 +18,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from shared import events
 from shared.datastore import get_datastore
 from shared.errors import InvalidRequest, NotFound
 from shared.fingerprint import (compute_step_fingerprint, dataset_fingerprint, pipeline_data_fingerprint,
@@ -135,6 +136,8 @@ def plan_run(run_id: str) -> dict:
     """
     store = RunStore()
     run = store.modify_run(run_id, _mark_running)
+    if run.Status == RunStatus.RUNNING.value:
+        events.run_queued_and_started(run)
     published = get_published(run.PipelineId)
     plans, ingredients = _step_plans(run, published)
     definition = published.definition
@@ -153,6 +156,9 @@ def plan_run(run_id: str) -> dict:
     writes += [lambda n=name: store.put_step(run_id, reused_step_record(
         n, definition.step(n).compute, plans[n]["fingerprint"], hits[n])) for name in prefix]
     parallel_map(lambda write: write(), writes)
+    for name in prefix:
+        events.step_event(events.STEP_REUSED, run_id, name, run.PipelineId, status=StepStatus.COMPLETED.value,
+                          reused_from=hits[name].run_id)
     return {"reused": {name: outputs_body(hits[name].outputs) for name in prefix}}
 
 

@@ -94,6 +94,7 @@ class Settings:
             servicebus_connection=_env("MLPIPE_SERVICEBUS_CONNECTION"),
             run_events=(_env("MLPIPE_RUN_EVENTS", "queue") or "queue").lower(),
             run_events_queue=_env("MLPIPE_RUN_EVENTS_QUEUE", "run-events"),
+            submissions_queue=_env("MLPIPE_SUBMISSIONS_QUEUE", "pipeline-submissions"),
         )
 
 

@@ -24,6 +24,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from shared import events
 from shared.compute import get_backend
 from shared.compute.base import DataRef, JobHandle, JobStatus, StepJobRequest
 from shared.errors import NotFound
@@ -108,6 +109,27 @@ def _write_final(run_id: str, record: StepRecord) -> None:
     RunStore().put_step(run_id, record)
 
 
+# --- run events (shared/events.py): StepStarted off the hot path, the step's end event after it ------
+_pending_started: dict[tuple[str, str], Future] = {}
+
+
+def _step_started_in_background(ctx: StepContext, attempt: int) -> None:
+    future = _record_writer.submit(events.step_event, events.STEP_STARTED, ctx.run_id, ctx.step.name,
+                                   ctx.plan["pipelineId"], attempt=attempt, status=StepStatus.RUNNING.value)
+    with _pending_lock:
+        _pending_started[(ctx.run_id, ctx.step.name)] = future
+
+
+def _step_event(ctx: StepContext, event_type: str, status: StepStatus, **fields) -> None:
+    """Send a step's event; StepStarted, if still being sent, goes first (a send error fails the activity,
+    which Durable retries, so the events are at least once)."""
+    with _pending_lock:
+        started = _pending_started.pop((ctx.run_id, ctx.step.name), None)
+    if started is not None:
+        started.result()
+    events.step_event(event_type, ctx.run_id, ctx.step.name, ctx.plan["pipelineId"], status=status.value, **fields)
+
+
 # --- start --------------------------------------------------------------------------------------
 def _inputs(ctx: StepContext, upstream_outputs: dict) -> dict[str, DataRef]:
     datasets = ctx.plan["steps"][ctx.step.name]["datasets"]
@@ -130,9 +152,11 @@ def start_step(run_id: str, step_name: str, upstream_outputs: dict | None = None
     # on threads measured slower than one after the other.
     hit = ReuseIndex().lookup(ctx.fingerprint)
     if hit is not None and hit.run_id == run_id and hit.step == step_name:
+        _step_event(ctx, events.STEP_COMPLETED, StepStatus.COMPLETED)  # again: an earlier send may have failed
         return _progress(StepStatus.COMPLETED.value, outputs=outputs_body(hit.outputs))  # ran already
     if hit is not None and ctx.reuse_allowed:
         RunStore().put_step(run_id, reused_step_record(step_name, ctx.step.compute, ctx.fingerprint, hit))
+        _step_event(ctx, events.STEP_REUSED, StepStatus.COMPLETED, reused_from=hit.run_id)
         return _progress(StepStatus.COMPLETED.value, reused=True, outputs=outputs_body(hit.outputs))
     if ctx.reuse_allowed:
         holder = StepLeases().acquire(ctx.fingerprint, run_id, step_name)
@@ -184,6 +208,7 @@ def _submit(ctx: StepContext, inputs: dict[str, DataRef], attempt: int) -> dict:
     handle = backend.submit(_job_request(ctx, inputs, attempt))
     record = _new_record(ctx, JobHandle=handle.to_dict(), Attempt=attempt)
     _write_in_background(ctx.run_id, record)
+    _step_started_in_background(ctx, attempt)
     return _follow(ctx, record, backend.poll(handle, _wait_seconds(ctx)), inputs)
 
 
@@ -249,6 +274,7 @@ def _complete(ctx: StepContext, record: StepRecord, status: JobStatus) -> dict:
     # The outputs are committed (the backend wrote their manifests); record reuse, then the step.
     index.record(ctx.fingerprint, ctx.run_id, ctx.step.name, pipeline_id, outputs, record.Metrics)
     _finalise(ctx, record, StepStatus.COMPLETED, None)
+    _step_event(ctx, events.STEP_COMPLETED, StepStatus.COMPLETED, attempt=record.Attempt)
     # Only now that the reuse record exists may waiting runs look again: release the lease, off the
     # hot path (a waiter polls about once a second, so a few milliseconds later changes nothing).
     _record_writer.submit(_release, ctx)
@@ -272,4 +298,7 @@ def _finalise(ctx: StepContext, record: StepRecord, status: StepStatus, error: d
 def _finish(ctx: StepContext, record: StepRecord, status: StepStatus, error: dict | None) -> dict:
     record = _finalise(ctx, record, status, error)
     _release(ctx)  # failed or canceled: a run waiting on this fingerprint computes it itself
+    if status == StepStatus.FAILED:
+        _step_event(ctx, events.STEP_FAILED, status, attempt=record.Attempt or None,
+                    error=record.Error.model_dump() if record.Error else None)
     return _progress(status.value, error=record.Error.model_dump() if record.Error else None)

@@ -25,7 +25,8 @@ def make_env(azurite, data_dir: Path) -> dict:
     suffix = os.urandom(4).hex()
     return {"AzureWebJobsStorage": azurite.connection_string, "MLPIPE_BLOBSTORE_CONTAINER": f"ws{suffix}",
             "MLPIPE_SYSTEM_CONTAINER": f"sys{suffix}", "MLPIPE_DATA_DIR": str(data_dir),
-            "MLPIPE_FUNCTION_KEY": "blob-test-key", "MLPIPE_BLOB_SCAN_SECONDS": "0.5"}
+            "MLPIPE_FUNCTION_KEY": "blob-test-key", "MLPIPE_BLOB_SCAN_SECONDS": "0.5",
+            "MLPIPE_SUBMISSIONS_QUEUE": f"submissions-{suffix}"}  # hosts of other tests share the Azurite
 
 
 @pytest.fixture(scope="module")

@@ -191,3 +191,25 @@ def test_missed_due_times_start_one_catch_up_run(client, host_env, pipeline, mon
     now = dt.datetime.now(dt.timezone.utc)
     assert now - due_of(runs[0]["Id"]) < dt.timedelta(seconds=65)  # the latest missed due time
     reset_settings()
+
+
+def test_cli_schedules(host, pipeline):
+    from shared import cli
+
+    name = unique("cli")
+    client = PipelineClient(host.url, host.key)
+    common = ["--host", host.url, "--key", host.key]
+    assert cli.main(["schedules", "create", name, "--pipeline", pipeline["Id"], "--experiment", "cli",
+                     "--frequency", "Week", "--week-days", "Monday,Friday", "--hours", "6", "--minutes", "0",
+                     "--param", "label=q", *common]) == 0
+    created = client.get_schedule(name)
+    assert created["Recurrence"] == {"frequency": "Week", "interval": 1, "weekDays": ["Monday", "Friday"],
+                                     "hours": [6], "minutes": [0]}
+    assert created["ParameterAssignments"] == {"label": "q"}
+    assert cli.main(["schedules", "disable", name, *common]) == 0
+    assert client.get_schedule(name)["Status"] == "Disabled"
+    assert cli.main(["schedules", "list", *common]) == 0
+    assert cli.main(["schedules", "create", unique("w"), "--pipeline", pipeline["Id"], "--experiment", "cli",
+                     "--watch", "in/x", "--debounce", "5", *common]) == 0
+    assert cli.main(["schedules", "delete", name, *common]) == 0
+    assert cli.main(["schedules", "show", name, *common]) == 4  # not found
