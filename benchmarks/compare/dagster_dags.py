@@ -86,11 +86,13 @@ def main() -> None:
     started = time.perf_counter()
     run_in_process(chain_job(1))
     warm_up_seconds = time.perf_counter() - started
-    floor = spawn_floor(20)
+    floor_before = spawn_floor(20)
     chain_seconds = timed(run_in_process, chain)
+    floor_after = spawn_floor(20)
+    floor = (floor_before + floor_after) / 2  # the machine's load drifts: bracket the chain
     fan_seconds = timed(run_in_process, fan_out)
     report = {"tool": f"Dagster {dagster.__version__}", "python": sys.version.split()[0],
-              "floor": floor, "chain": chain_seconds, "fanout": fan_seconds, "warm_up": warm_up_seconds,
+              "floor": floor, "floor_before": floor_before, "floor_after": floor_after, "chain": chain_seconds, "fanout": fan_seconds, "warm_up": warm_up_seconds,
               "chain_n": args.chain, "fanout_m": args.fanout,
               "config": "execute_in_process (ephemeral instance, in-process executor: ops one at a time, "
                         "so the fan-out is sequential), console log level "

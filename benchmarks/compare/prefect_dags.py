@@ -104,11 +104,14 @@ def main() -> None:
     started = time.perf_counter()
     warm_up()
     warm_up_seconds = time.perf_counter() - started
-    floor = spawn_floor(20)
+    floor_before = spawn_floor(20)
     chain_seconds, chain_recorded = timed_flow(chain, args.chain, args.chain)
+    floor_after = spawn_floor(20)
+    floor = (floor_before + floor_after) / 2  # the machine's load drifts: bracket the chain
     fan_seconds, fan_recorded = timed_flow(fan_out, args.fanout, args.fanout + 2)
     print(json.dumps({"tool": f"Prefect {prefect.__version__}", "python": sys.version.split()[0],
-                      "floor": floor, "chain": chain_seconds, "fanout": fan_seconds,
+                      "floor": floor, "floor_before": floor_before, "floor_after": floor_after,
+                      "chain": chain_seconds, "fanout": fan_seconds,
                       "chain_recorded": chain_recorded, "fanout_recorded": fan_recorded,
                       "warm_up": warm_up_seconds, "chain_n": args.chain, "fanout_m": args.fanout,
                       "config": "ephemeral API (PREFECT_API_URL unset), direct task calls for the chain, "

@@ -7,11 +7,12 @@
 mlpipe runs exactly as benchmarks/pipeline_overhead.py does (private Azurite + local host, HTTP
 submit to Finished, each step an empty script with its own argument); its stack is then shut down
 and prefect_dags.py and dagster_dags.py run one after the other with .bench-venv's interpreter
-(their steps run `python -c pass`; both are quiet, at WARNING, unless --default-logging). Each tool's spawn floor is measured in its own process, with the
-interpreter its steps use, in the same run; the per-step overhead is the chain's time per step
-less that floor. With --rounds K every tool is measured K times, the order rotated each round (the
-machine's load drifts), and the table gives medians with each round's per-step overhead in brackets.
-Prints one markdown table; --json PATH also writes the raw figures.
+(their steps run `python -c pass`; both are quiet, at WARNING, unless --default-logging).
+Each tool's spawn floor is measured in its own process, with the interpreter its steps use, just
+before and just after the chain (the floor is the mean of the two); the per-step overhead is the
+chain's time per step less that floor. With --rounds K every tool is measured K times, the order
+rotated each round (the machine's load drifts), and the table gives medians with each round's
+per-step overhead in brackets. Prints one markdown table; --json PATH also writes the raw figures.
 """
 
 from __future__ import annotations
@@ -56,13 +57,16 @@ def run_mlpipe(chain_n: int, fanout_m: int) -> dict:
         assert warm_run["Status"] == "Finished", warm_run["Error"]
         chain_id = publish(client, scratch / "chain", chain(chain_n))
         fan_id = publish(client, scratch / "fan", fan_out(fanout_m))
-        floor = spawn_floor(scratch / "chain" / "src" / "noop.py", 20)
+        noop = scratch / "chain" / "src" / "noop.py"
+        floor_before = spawn_floor(noop, 20)
         chain_seconds, chain_run = timed_run(client, chain_id)
         assert chain_run["Status"] == "Finished", chain_run["Error"]
+        floor_after = spawn_floor(noop, 20)
         fan_seconds, fan_run = timed_run(client, fan_id)
         assert fan_run["Status"] == "Finished", fan_run["Error"]
         assert not any(step["Reused"] for step in chain_run["Steps"] + fan_run["Steps"])
-    return {"tool": "mlpipe (this repo)", "python": sys.version.split()[0], "floor": floor,
+    return {"tool": "mlpipe (this repo)", "python": sys.version.split()[0],
+            "floor": (floor_before + floor_after) / 2, "floor_before": floor_before, "floor_after": floor_after,
             "chain": chain_seconds, "fanout": fan_seconds, "warm_up": warm_up_seconds,
             "chain_n": chain_n, "fanout_m": fanout_m,
             "config": "local host + Azurite, local compute; HTTP submit to Finished, polled every 50 ms; "
