@@ -419,6 +419,12 @@ def _backend_settings_problems(step: StepSpec, definition: PipelineDefinition, w
     if compute_type is not None and compute_type not in allowed:
         problems.append(f"{where}.compute: a {step.type} step cannot run on compute '{step.compute}' "
                         f"(type {compute_type}); it needs {' or '.join(allowed)} compute")
+    destination = step.settings.get("destination") if step.type == "data_transfer" else None
+    if destination is not None:
+        if not isinstance(destination, Mapping) or not destination.get("datastore") or not destination.get("path"):
+            problems.append(f"{where}.settings.destination: must be {{datastore, path}}")
+        elif _datastore_path_problem(str(destination["path"])):
+            problems.append(f"{where}.settings.destination.path: {_datastore_path_problem(str(destination['path']))}")
     if compute_type == "aml" and step.type == "python" and step.source_directory is None:
         problems.append(f"{where}.source_directory: required on aml compute (it is the job's code snapshot)")
     if (step.type == "adla" or (step.type == "databricks" and step.settings.get("notebook_path"))) and (

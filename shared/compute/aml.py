@@ -258,6 +258,7 @@ class AmlBackend:
         status = (job.get("properties") or {}).get("status")
         state = map_job_status(status)
         if state == "Running":
+            self._log_so_far(handle, status)
             return JobStatus(state="Running")
         text, metrics = self._job_log(handle)
         save_log(handle.data.get("runId", ""), handle.data.get("step", ""),
@@ -283,6 +284,19 @@ class AmlBackend:
             return JobStatus(state="Running")
         self._create_job(client, workspace, handle.id, handle.data["job"])
         return JobStatus(state="Running")
+
+    def _log_so_far(self, handle: JobHandle, status: str | None) -> None:
+        """The console output written so far (the hidden output is a read-write mount, so it grows
+        while the job runs) becomes the step log: `mlpipe runs logs` follows a running job."""
+        try:
+            text = default_datastore().read_bytes(f"{handle.data.get('logPrefix', '')}/log.txt")
+        except NotFound:
+            return
+        except Exception as error:  # noqa: BLE001 - only a progress view; the final log is written at the end
+            log.debug("log of Azure ML job %s not readable yet: %s", handle.id, redact(str(error)))
+            return
+        save_log(handle.data.get("runId", ""), handle.data.get("step", ""),
+                 f"Azure ML job {handle.id}: {status}\n" + text.decode("utf-8", errors="replace"))
 
     def _job_log(self, handle: JobHandle) -> tuple[str, dict]:
         store = default_datastore()

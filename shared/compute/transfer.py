@@ -8,8 +8,10 @@ never stored or logged. poll reads each destination blob's copy status until eve
 succeeded, then commits the output (manifest last) as every step does.
 
 The step: exactly one input (a dataset: blob or folder, on any datastore; or PipelineData) and
-one output (PipelineData on the default datastore). It runs on the built-in `local` compute;
-the host only starts and watches the copies.
+one output (PipelineData on the default datastore). `settings.destination: {datastore, path}`
+also copies the files there (e.g. publishing into another account); the step completes when
+every copy did. It runs on the built-in `local` compute; the host only starts and watches the
+copies.
 """
 
 from __future__ import annotations
@@ -55,14 +57,16 @@ class TransferBackend:
         (output_name, prefix), = request.outputs.items()
         source = get_datastore(ref.datastore)
         files = _source_files(source, ref.path, ref.is_pipeline_data)
-        target = get_datastore(DEFAULT_DATASTORE)
+        targets = [(DEFAULT_DATASTORE, prefix)] + _destination(request)
         sas = _SourceAuthorizer(source)
 
-        def start(relative: str) -> None:
+        def start(item: tuple[tuple[str, str], str]) -> None:
+            (datastore_name, target_prefix), relative = item
+            target = get_datastore(datastore_name)
             source_blob = f"{safe_blob_path(ref.path)}/{relative}" if relative != _SINGLE else safe_blob_path(ref.path)
             name = PurePosixPath(ref.path).name if relative == _SINGLE else relative
-            destination = target.container_client().get_blob_client(f"{prefix}/{name}")
-            with translate_storage_errors(f"copy to datastore path '{target.name}/{prefix}/{name}'"):
+            destination = target.container_client().get_blob_client(f"{target_prefix}/{name}")
+            with translate_storage_errors(f"copy to datastore path '{target.name}/{target_prefix}/{name}'"):
                 try:
                     destination.start_copy_from_url(sas.url(source_blob))
                 except ResourceExistsError:
@@ -72,10 +76,11 @@ class TransferBackend:
                         return
                     raise
 
-        parallel_map(start, files)
+        parallel_map(start, [(target, f) for target in targets for f in files])
         names = [PurePosixPath(ref.path).name if f == _SINGLE else f for f in files]
         return JobHandle(backend=BACKEND_NAME, id=idempotency_key(request), data={
             "runId": request.run_id, "step": request.step_name, "output": prefix, "files": names,
+            "targets": [list(t) for t in targets],
             "source": f"{source.name}/{safe_blob_path(ref.path)}", "input": input_name, "outputName": output_name,
             "started": time.time(),
         })
@@ -88,38 +93,40 @@ class TransferBackend:
         if refused is not None:
             return refused
         deadline = time.monotonic() + min(max(0.0, wait_seconds), get_settings().transfer_poll_seconds)
-        target = get_datastore(DEFAULT_DATASTORE)
         prefix = handle.data["output"]
+        copies = _copies(handle)
         while True:
-            states = parallel_map(lambda name: _copy_state(target, f"{prefix}/{name}"), handle.data["files"])
-            pairs = list(zip(handle.data["files"], states, strict=True))
-            failed = [(name, s) for name, s in pairs if s[0] in ("failed", "missing")]
-            aborted = [name for name, s in pairs if s[0] == "aborted"]
+            states = parallel_map(lambda c: _copy_state(get_datastore(c[0]), f"{c[1]}/{c[2]}"), copies)
+            pairs = list(zip(copies, states, strict=True))
+            failed = [(c, s) for c, s in pairs if s[0] in ("failed", "missing")]
+            aborted = [c for c, s in pairs if s[0] == "aborted"]
             if aborted:
-                self._finish_log(handle, states, "canceled")
+                self._finish_log(handle, pairs, "canceled")
                 return JobStatus(state="Canceled", error=f"copy aborted for {len(aborted)} file(s)")
             if failed:
-                name, (_status, detail, _props) = failed[0]
-                self._finish_log(handle, states, "failed")
+                (datastore_name, target_prefix, name), (_status, detail, _props) = failed[0]
+                self._finish_log(handle, pairs, "failed")
                 return JobStatus(state="Failed", error=redact(
-                    f"copy of '{name}' from {handle.data['source']} failed: {detail or 'destination blob missing'}"))
+                    f"copy of '{name}' from {handle.data['source']} to {datastore_name}/{target_prefix} failed: "
+                    f"{detail or 'destination blob missing'}"))
             if all(s[0] == "success" for s in states):
-                entries = [FileEntry(name=name, size=props.size or 0, md5=_md5(props))
-                           for name, (_s, _d, props) in zip(handle.data["files"], states, strict=True)]
-                target.commit_output(prefix, entries)
-                self._finish_log(handle, states, "completed")
+                entries = [FileEntry(name=c[2], size=props.size or 0, md5=_md5(props))
+                           for c, (_s, _d, props) in pairs if (c[0], c[1]) == (DEFAULT_DATASTORE, prefix)]
+                get_datastore(DEFAULT_DATASTORE).commit_output(prefix, entries)
+                self._finish_log(handle, pairs, "completed")
                 return JobStatus(state="Completed", outputs={handle.data["outputName"]: prefix},
                                  metrics={"files_copied": len(entries), "bytes_copied": sum(e.size for e in entries)})
             if time.monotonic() >= deadline:
                 return JobStatus(state="Running")
             time.sleep(POLL_INTERVAL_SECONDS)
 
-    def _finish_log(self, handle: JobHandle, states: list, outcome: str) -> None:
-        target = f"{DEFAULT_DATASTORE}/{handle.data['output']}"
-        lines = [f"data_transfer from {handle.data['source']} to {target}: {outcome}"]
-        for name, (status, detail, props) in zip(handle.data["files"], states, strict=True):
+    def _finish_log(self, handle: JobHandle, pairs: list, outcome: str) -> None:
+        targets = ", ".join(f"{ds}/{path}" for ds, path in _targets(handle))
+        lines = [f"data_transfer from {handle.data['source']} to {targets}: {outcome}"]
+        for (datastore_name, target_prefix, name), (status, detail, props) in pairs:
             size = f" {props.size} bytes" if props is not None and props.size is not None else ""
-            lines.append(f"  {name}: {status}{size}{' - ' + detail if detail else ''}")
+            where = f"{datastore_name}/{target_prefix}/{name}"
+            lines.append(f"  {where}: {status}{size}{' - ' + detail if detail else ''}")
         save_log(handle.data["runId"], handle.data["step"], "\n".join(lines) + "\n")
 
     # ----- cancel and logs -----------------------------------------------------------------
@@ -128,18 +135,16 @@ class TransferBackend:
         """Abort every copy still pending; a no-op for copies that ended."""
         if refusal_status(handle) is not None:
             return  # nothing was started
-        target = get_datastore(DEFAULT_DATASTORE)
-        prefix = handle.data["output"]
-
-        def abort(name: str) -> None:
-            status, _detail, props = _copy_state(target, f"{prefix}/{name}")
+        def abort(copy: tuple[str, str, str]) -> None:
+            target = get_datastore(copy[0])
+            status, _detail, props = _copy_state(target, f"{copy[1]}/{copy[2]}")
             if status != "pending" or props is None:
                 return
-            blob = target.container_client().get_blob_client(f"{prefix}/{name}")
+            blob = target.container_client().get_blob_client(f"{copy[1]}/{copy[2]}")
             with contextlib.suppress(HttpResponseError):  # ended meanwhile
                 blob.abort_copy(props.copy.id)
 
-        parallel_map(abort, handle.data.get("files", []))
+        parallel_map(abort, _copies(handle))
 
     def fetch_logs(self, handle: JobHandle) -> str:
         if refusal_status(handle) is not None:
@@ -154,6 +159,25 @@ class TransferBackend:
 # ----- helpers ----------------------------------------------------------------------------
 
 _SINGLE = "\0single"  # marks "the source path is one blob"
+
+
+def _destination(request: StepJobRequest) -> list[tuple[str, str]]:
+    """settings.destination {datastore, path}: a further copy, e.g. to publish into another account."""
+    destination = request.step_settings.get("destination")
+    if not destination:
+        return []
+    if not isinstance(destination, dict) or not destination.get("datastore") or not destination.get("path"):
+        raise InvalidRequest(f"steps[{request.step_name}].settings.destination: needs datastore and path")
+    return [(str(destination["datastore"]), safe_blob_path(str(destination["path"])))]
+
+
+def _targets(handle: JobHandle) -> list[tuple[str, str]]:
+    return [tuple(t) for t in handle.data.get("targets") or [[DEFAULT_DATASTORE, handle.data["output"]]]]
+
+
+def _copies(handle: JobHandle) -> list[tuple[str, str, str]]:
+    """(datastore, prefix, file name) of every copy the step started."""
+    return [(ds, prefix, name) for ds, prefix in _targets(handle) for name in handle.data.get("files", [])]
 
 
 def _source_files(source: Datastore, path: str, is_pipeline_data: bool) -> list[str]:

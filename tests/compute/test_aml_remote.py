@@ -163,3 +163,15 @@ def test_status_mapping():
     assert [map_job_status(s) for s in ("Queued", "Finalizing", "CancelRequested", "NotResponding", "Brand-new",
                                         "Completed", "Failed", "Canceled")] == \
         ["Running"] * 5 + ["Completed", "Failed", "Canceled"]
+
+
+def test_a_running_jobs_console_output_is_the_step_log_so_far(aml, tmp_path):
+    backend = AmlBackend()
+    aml.service.script_next(*["Running"] * 10)
+    request = aml_request(aml, tmp_path)
+    handle = backend.submit(request)
+    # what the job's tee has written so far into the hidden read-write mount
+    default_datastore().upload_bytes(handle.data["logPrefix"] + "/log.txt", b"epoch 1/10\n")
+    assert backend.poll(handle).state == "Running"
+    assert "epoch 1/10" in RunStore().get_log(request.run_id, "train")
+    backend.cancel(handle)

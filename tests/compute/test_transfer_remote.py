@@ -113,3 +113,24 @@ def test_a_failed_copy_fails_the_step(transfer_env):
     status = backend.poll(handle, wait_seconds=1)
     assert status.state == "Failed" and "one.txt" in status.error
     assert not default_datastore().is_committed(request.outputs["dst"])
+
+
+def test_destination_setting_publishes_into_another_account(transfer_env):
+    default_datastore().upload_bytes("models/v1/model.bin", b"weights")
+    default_datastore().upload_bytes("models/v1/card.md", b"# model")
+    backend = TransferBackend()
+    request = transfer_request(DataRef(path="models/v1"),
+                               step_settings={"destination": {"datastore": "archive", "path": "published/latest"}})
+    handle = backend.submit(request)
+    status = wait_done(backend, handle)
+    assert status.state == "Completed", status
+    assert status.metrics["files_copied"] == 2  # the step's own output
+    archive = get_datastore("archive")
+    assert archive.read_bytes("published/latest/model.bin") == b"weights"
+    assert archive.read_bytes("published/latest/card.md") == b"# model"
+    assert sorted(f["name"] for f in default_datastore().read_manifest(request.outputs["dst"])["files"]) == \
+        ["card.md", "model.bin"]
+    assert "archive/published/latest" in RunStore().get_log(request.run_id, "copy")
+    bad = backend.poll(backend.submit(transfer_request(DataRef(path="models/v1"),
+                                                       step_settings={"destination": {"path": "x"}})))
+    assert bad.state == "Failed" and "settings.destination: needs datastore and path" in bad.error

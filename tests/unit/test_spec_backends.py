@@ -111,3 +111,14 @@ def test_aml_steps_need_a_source_directory_and_notebook_arguments_are_pairs():
         "steps[q].arguments: must be '--name value' pairs for a adla step "
         "(they become notebook widgets / U-SQL DECLAREs)",
     ]
+
+
+def test_data_transfer_destination_is_checked():
+    def copy(destination):
+        return [{"name": "copy", "type": "data_transfer", "inputs": {"src": "datasets.raw"}, "outputs": ["dst"],
+                 "settings": {"destination": destination}}]
+
+    assert problems(copy({"datastore": "archive", "path": "published/latest"})) == []
+    assert problems(copy({"path": "x"})) == ["steps[copy].settings.destination: must be {datastore, path}"]
+    assert problems(copy({"datastore": "archive", "path": "../up"})) == [
+        "steps[copy].settings.destination.path: '..' leaves the datastore"]
