@@ -24,7 +24,7 @@ from shared.api_models import (
     SetDefaultVersionRequest,
 )
 from shared.datastore import get_datastore, list_datastores as _list_datastores, safe_blob_path
-from shared.endpoints import EndpointRecord, EndpointRegistry, check_endpoint_name
+from shared.endpoints import EndpointRecord, EndpointRegistry, normalise_version
 from shared.errors import Conflict, InvalidRequest, NotFound
 from shared.packaging import extract_package
 from shared.pipelines import PublishedPipeline, from_record, get_published, remember
@@ -156,14 +156,15 @@ def submit_to_endpoint(name: str, body: dict, query_version: str | None = None, 
     """Submit to the endpoint's default version, or to body `PipelineVersion` / query `pipelineVersion`."""
     EndpointSubmitRequest.model_validate(body)  # body errors first, as for a pipeline submit
     body_version = body.get("PipelineVersion")
-    if body_version is not None and query_version is not None and str(body_version) != str(query_version):
+    if body_version is not None:
+        body_version = normalise_version(body_version, "PipelineVersion")
+    if query_version is not None:
+        query_version = normalise_version(query_version, "pipelineVersion")
+    if body_version is not None and query_version is not None and body_version != query_version:
         raise InvalidRequest(f"PipelineVersion: the body says {body_version!r} but the query "
                              f"pipelineVersion says {query_version!r}")
-    if body_version is not None:
-        version, field = body_version, "PipelineVersion"
-    else:
-        version, field = query_version, "pipelineVersion"
-    pipeline_id, chosen = EndpointRegistry().resolve(name, version, field=field)
+    field = "PipelineVersion" if body_version is not None else "pipelineVersion"
+    pipeline_id, chosen = EndpointRegistry().resolve(name, body_version or query_version, field=field)
     return submit(pipeline_id, body, endpoint_name=name, endpoint_version=chosen, run_id=run_id)
 
 

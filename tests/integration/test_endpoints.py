@@ -167,3 +167,11 @@ def test_bad_requests_name_the_field(client, two_pipelines):
     error = error_of(lambda: client.request("GET", "/api/endpoints", query={"status": "Sleeping"}))
     assert error.status == 400 and "status" in error.api_message
     assert client.get_endpoint(name).as_dict()["Versions"] == [{"Version": "0", "PipelineId": pid}]
+
+
+def test_body_and_query_versions_that_mean_the_same_agree(client, two_pipelines):
+    name = unique("same")
+    client.create_endpoint(name, two_pipelines[0]["Id"])
+    run = client.request("POST", f"/api/endpoints/{name}/submit", query={"pipelineVersion": "00"},
+                         body={"ExperimentName": "x", "PipelineVersion": 0})
+    assert run["PipelineVersion"] == "0" and run["PipelineId"] == two_pipelines[0]["Id"]
