@@ -27,8 +27,8 @@ from pathlib import Path
 import yaml
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
-
 from common import local_stack, machine
+
 from shared.fingerprint import SourceHasher
 from shared.packaging import build_package
 from shared.spec import load_definition

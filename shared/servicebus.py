@@ -17,8 +17,9 @@ delivered twice starts one run.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from shared.errors import MlpipeError
 from shared.redact import redact

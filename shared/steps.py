@@ -222,6 +222,10 @@ def poll_step(run_id: str, step_name: str, handle: dict, upstream_outputs: dict 
     if StepStatus(record.Status).is_terminal:
         error = record.Error.model_dump() if record.Error else None
         outputs = {name: ref.model_dump() for name, ref in record.Outputs.items()}
+        # A retried poll after the step ended (e.g. its end event failed to send): send it again, same id.
+        if record.Status in (StepStatus.COMPLETED.value, StepStatus.FAILED.value) and not record.Reused:
+            done = events.STEP_COMPLETED if record.Status == StepStatus.COMPLETED.value else events.STEP_FAILED
+            _step_event(ctx, done, StepStatus(record.Status), attempt=record.Attempt or None, error=error)
         return _progress(record.Status, reused=record.Reused, outputs=outputs, error=error)
     backend = get_backend(ctx.compute_type)
     status = backend.poll(JobHandle.from_dict(handle), _wait_seconds(ctx))

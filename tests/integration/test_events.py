@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from itest_pipelines import publish, step, write_pipeline
 from itest_triggers import drain, wait_finished
+
 from shared.client import PipelineClient
 
 pytestmark = pytest.mark.integration
