@@ -69,7 +69,8 @@ def run_mlpipe(chain_n: int, fanout_m: int) -> dict:
             "floor": (floor_before + floor_after) / 2, "floor_before": floor_before, "floor_after": floor_after,
             "chain": chain_seconds, "fanout": fan_seconds, "warm_up": warm_up_seconds,
             "chain_n": chain_n, "fanout_m": fanout_m,
-            "config": "local host + Azurite, local compute; HTTP submit to Finished, polled every 50 ms; "
+            "config": "local host + Azurite, local compute; HTTP submit to Finished as benchmarks/common.py's "
+                      "timed_run polls it; "
                       "steps run `python noop.py <step name>` with the project venv"}
 
 
