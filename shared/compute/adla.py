@@ -43,7 +43,7 @@ from shared.compute.remote import (
     submit_or_refuse,
 )
 from shared.credentials import AUTH_KEYS, azure_credential
-from shared.errors import InvalidRequest, NotFound, TransientError
+from shared.errors import ComputeError, InvalidRequest, NotFound, TransientError
 from shared.redact import redact
 from shared.runs import RunStore
 
@@ -148,6 +148,8 @@ class AdlaBackend:
         except TransientError as error:
             log.warning("%s; will poll again", error.message)
             return JobStatus(state="Running")
+        except ComputeError as error:  # permanent (credential revoked, account gone): the step fails with it
+            return JobStatus(state="Failed", error=error.message)
         if job is None:
             return JobStatus(state="Failed", error=f"ADLA job {handle.id} no longer exists")
         state = map_job_state(job.get("state"), job.get("result"))

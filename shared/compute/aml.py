@@ -43,7 +43,7 @@ from shared.compute.base import DATA_PLACEHOLDER, JobHandle, JobStatus, StepJobR
 from shared.compute.remote import commit_written_outputs, refusal_status, save_log, submit_or_refuse
 from shared.credentials import AUTH_KEYS, azure_credential
 from shared.datastore import DEFAULT_DATASTORE, default_datastore, get_datastore
-from shared.errors import InvalidRequest, NotFound, TransientError
+from shared.errors import ComputeError, InvalidRequest, NotFound, TransientError
 from shared.redact import redact
 from shared.runs import RunStore
 
@@ -253,6 +253,8 @@ class AmlBackend:
         except TransientError as error:
             log.warning("%s; will poll again", error.message)
             return JobStatus(state="Running")
+        except ComputeError as error:  # permanent (credential revoked, workspace gone): the step fails with it
+            return JobStatus(state="Failed", error=error.message)
         if job is None:
             return JobStatus(state="Failed", error=f"Azure ML job {handle.id} no longer exists")
         status = (job.get("properties") or {}).get("status")

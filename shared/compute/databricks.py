@@ -239,7 +239,8 @@ class DatabricksBackend:
         except ComputeError as error:
             if _is_not_found(error):
                 return JobStatus(state="Failed", error=f"Databricks run {handle.id} no longer exists")
-            raise
+            # A permanent error (the token was revoked, the workspace is gone): the step fails with it.
+            return JobStatus(state="Failed", error=error.message)
         life_cycle, result, message = _run_state(run)
         state, error = map_run_state(life_cycle, result, message)
         if state == "Running":

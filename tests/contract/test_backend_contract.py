@@ -281,3 +281,16 @@ def test_submitting_the_same_request_twice_is_one_job(harness):
         jobs = getattr(harness.server.service, "runs", None) or getattr(harness.server.service, "jobs", None)
         assert len(jobs) == 1
     assert _until_terminal(harness, second).state == "Completed"
+
+
+def test_a_permanent_error_while_polling_fails_the_job_with_the_message(harness):
+    if harness.server is None:
+        pytest.skip(f"{harness.name}: no remote service to refuse")
+    request = harness.make("long")
+    handle = harness.backend.submit(request)
+    harness.server.service.token = "revoked"  # the credential stops working while the job runs
+    status = harness.backend.poll(handle)
+    assert status.state == "Failed" and ("401" in status.error or "UNAUTHENTICATED" in status.error), status
+    assert SECRET not in status.error
+    harness.server.service.token = SECRET
+    harness.backend.cancel(handle)
