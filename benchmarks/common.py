@@ -51,7 +51,7 @@ def spawn_floor(script: Path, count: int) -> float:
 def timed_run(client: PipelineClient, pipeline_id: str, **submit_fields) -> tuple[float, dict]:
     started = time.perf_counter()
     run = client.submit(pipeline_id, "benchmark", **submit_fields)
-    final = client.wait_for_run(run["Id"], poll_seconds=0.2, timeout=900)
+    final = client.wait_for_run(run["Id"], poll_seconds=0.05, timeout=900)
     return time.perf_counter() - started, final
 
 
