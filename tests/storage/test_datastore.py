@@ -207,9 +207,14 @@ def test_transfer_memory_does_not_grow_with_file_size(store, tmp_path):
             tracemalloc.stop()
         peaks[mib] = (upload_peak, download_peak)
         assert sha256_file(tmp_path / f"down{mib}" / "f.bin") == sha256_file(source)
-    growth_allowed = 6 << 20  # far less than the 40 MiB the file grew by
-    assert peaks[60][0] - peaks[20][0] < growth_allowed, peaks
-    assert peaks[60][1] - peaks[20][1] < growth_allowed, peaks
+    # Buffering would make the peak grow with the file (by >= 40 MiB) and exceed its 60 MiB.
+    # Streaming keeps it near a constant set by the transfer concurrency (4 ranges in flight,
+    # each briefly ~9x its 1 MiB size in the SDK); how many overlap varies with timing, so allow
+    # half the file's growth rather than a tight bound that flakes on a busy machine.
+    growth_allowed = 20 << 20
+    for upload_or_download in (0, 1):
+        assert peaks[60][upload_or_download] - peaks[20][upload_or_download] < growth_allowed, peaks
+        assert peaks[60][upload_or_download] < 60 << 20, peaks
 
 
 def test_upload_folder_of_a_missing_folder_is_an_error(store, tmp_path):
