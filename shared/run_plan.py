@@ -156,9 +156,9 @@ def plan_run(run_id: str) -> dict:
     writes += [lambda n=name: store.put_step(run_id, reused_step_record(
         n, definition.step(n).compute, plans[n]["fingerprint"], hits[n])) for name in prefix]
     parallel_map(lambda write: write(), writes)
-    for name in prefix:
-        events.step_event(events.STEP_REUSED, run_id, name, run.PipelineId, status=StepStatus.COMPLETED.value,
-                          reused_from=hits[name].run_id)
+    parallel_map(lambda name: events.step_event(events.STEP_REUSED, run_id, name, run.PipelineId,
+                                                status=StepStatus.COMPLETED.value, reused_from=hits[name].run_id),
+                 prefix)
     return {"reused": {name: outputs_body(hits[name].outputs) for name in prefix}}
 
 
