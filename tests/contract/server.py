@@ -9,6 +9,7 @@ matching requests:
     server.inject("runs/get", Fault.http(503))
     server.inject("runs/submit", Fault.drop())                        # connection dropped, nothing done
     server.inject("runs/submit", Fault.drop(after=True))              # done, but the answer is lost
+    server.inject("runs/get", Fault.delay(4))                         # slow: answered after 4 s
 
 Nothing here is a mock of mlpipe: the real client libraries (databricks-sdk, azure-core) talk
 HTTP to it.
@@ -20,6 +21,7 @@ import contextlib
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -52,11 +54,12 @@ class Response:
 
 @dataclass
 class Fault:
-    kind: str                      # "status" | "drop"
+    kind: str                      # "status" | "drop" | "delay"
     status: int = 503
     retry_after: str | None = None
     after: bool = False            # drop: handle the request first, then lose the answer
     body: Any = None
+    seconds: float = 0.0           # delay
 
     @classmethod
     def http(cls, status: int, retry_after: str | None = None, body: Any = None) -> Fault:
@@ -65,6 +68,11 @@ class Fault:
     @classmethod
     def drop(cls, after: bool = False) -> Fault:
         return cls("drop", after=after)
+
+    @classmethod
+    def delay(cls, seconds: float) -> Fault:
+        """Answer normally, but only after `seconds` (a slow service; time to kill a client mid-call)."""
+        return cls("delay", seconds=seconds)
 
 
 class Service:
@@ -144,6 +152,10 @@ class ContractServer:
         with self._lock:
             self._faults.extend((path_contains, method, fault) for fault in faults)
 
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
     def _take_fault(self, request: Request) -> Fault | None:
         with self._lock:
             for index, (needle, method, fault) in enumerate(self._faults):
@@ -161,6 +173,9 @@ class ContractServer:
         with self._lock:
             self.requests.append(request)
         fault = self._take_fault(request)
+        if fault is not None and fault.kind == "delay":
+            time.sleep(fault.seconds)
+            fault = None
         if fault is not None and fault.kind == "drop":
             if fault.after:
                 with self._lock:

@@ -216,10 +216,57 @@ def test_a_permanent_databricks_error_fails_the_step_with_its_message(mixed_host
     client = PipelineClient(mixed_host.url, KEY)
     pipeline = publish(client, write_pipeline(tmp_path / "p", definition_, script=PREP))
     refusal = {"error_code": "INVALID_PARAMETER_VALUE", "message": "Cluster 0101-e2e does not exist"}
-    databricks.inject("runs/submit", *[Fault.http(400, body=refusal)] * 10)
-    run = client.wait_for_run(client.submit(pipeline["Id"], "mixed")["Id"], poll_seconds=0.2, timeout=90)
+    databricks.inject("runs/submit", Fault.http(400, body=refusal))
+    try:
+        run = client.wait_for_run(client.submit(pipeline["Id"], "mixed")["Id"], poll_seconds=0.2, timeout=90)
+    finally:
+        databricks.clear_faults()
     assert run["Status"] == "Failed"
     train = {item["Name"]: item for item in run["Steps"]}["train"]
     assert train["Status"] == "Failed"
     assert "Cluster 0101-e2e does not exist" in train["Error"]["message"], train
     assert PAT not in _text(run)
+
+
+def test_host_killed_mid_submit_resumes_without_a_second_databricks_run(accounts, databricks, mixed_env, tmp_path,
+                                                                         monkeypatch):
+    """SIGKILL while step_start is inside Databricks calls: on restart Durable runs the activity
+    again, which submits again with the same idempotency token and gets the same run back."""
+    import time
+
+    from tests.contract.server import Fault
+
+    suffix = os.urandom(3).hex()
+    env = {**mixed_env, "MLPIPE_BLOBSTORE_CONTAINER": f"wsk{suffix}", "MLPIPE_SYSTEM_CONTAINER": f"sysk{suffix}",
+           "MLPIPE_DATA_DIR": str(tmp_path / "data")}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    reset_settings()
+    get_datastore().upload_bytes("incoming/rows.csv", b"a\nb\nc\n")
+    replay = {
+        "name": "mixed-replay", "parameters": {"alpha": 0.7},
+        "computes": definition(databricks.url)["computes"],
+        "datasets": {"rows": {"path": "incoming/rows.csv"}},
+        "steps": [{"name": "train", "type": "databricks", "compute": "dbx",
+                   "settings": {"notebook_path": "/Repos/ml/train"}, "arguments": ["--alpha", "{parameters.alpha}"],
+                   "inputs": {"clean": "datasets.rows"}, "outputs": ["model"]}],
+    }
+    path = write_pipeline(tmp_path / "p", replay, script=PREP)
+    runs_before, submits_before = set(databricks.service.runs), len(databricks.calls("runs/submit"))
+    databricks.inject("runs/get", Fault.delay(4))  # step_start is still waiting on it when the host dies
+    with start_host(REPO_ROOT, env=env, data_dir=tmp_path / "data") as host:
+        client = PipelineClient(host.url, KEY)
+        run_id = client.submit(publish(client, path)["Id"], "replay")["Id"]
+        deadline = time.monotonic() + 60
+        while len(databricks.calls("runs/submit")) == submits_before:
+            assert time.monotonic() < deadline, "train was never submitted"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        host.kill()
+    with start_host(REPO_ROOT, env=env, data_dir=tmp_path / "data") as host:
+        run = PipelineClient(host.url, KEY).wait_for_run(run_id, poll_seconds=0.2, timeout=90)
+    assert run["Status"] == "Finished", _text(run)
+    assert len(databricks.calls("runs/submit")) - submits_before == 2  # the activity ran twice...
+    assert len(set(databricks.service.runs) - runs_before) == 1  # ...and started one Databricks run
+    model = {item["Name"]: item for item in run["Steps"]}["train"]["Outputs"]["model"]["Path"]
+    assert json.loads(get_datastore().read_bytes(model + "/model.json")) == {"rows": 3, "alpha": "0.7"}
