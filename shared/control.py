@@ -6,6 +6,8 @@ codes, the Durable client) stay in functions/http_api.py.
 
 from __future__ import annotations
 
+import copy
+
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ from shared.errors import Conflict, InvalidRequest, NotFound
 from shared.packaging import extract_package
 from shared.pipelines import PublishedPipeline, from_record, get_published, remember
 from shared.publishing import publish_directory
+from shared.read_cache import TtlCache
 from shared.registry import PipelineRegistry
 from shared.runs import RUN_STATUSES, RunRecord, RunStore, StepRecord, new_run_id
 from shared.settings import get_settings
@@ -289,7 +292,12 @@ def _compute_of(published: PublishedPipeline | None, step: str) -> str | None:
     return published.definition.step(step).compute if published else None
 
 
-def get_run(run_id: str) -> dict:
+ENDED_RUN_TTL_SECONDS = 2.0
+ACTIVE_RUN_TTL_SECONDS = 0.25
+_run_reads = TtlCache()
+
+
+def _read_run(run_id: str) -> dict:
     run = RunStore().get_run(run_id, with_steps=True)
     published = None
     if run.PipelineId:
@@ -298,6 +306,15 @@ def get_run(run_id: str) -> dict:
         except NotFound:
             published = None
     return _run_api(run, published)
+
+
+def _run_ttl(body: dict) -> float:
+    return ENDED_RUN_TTL_SECONDS if RunStatus(body["Status"]).is_terminal else ACTIVE_RUN_TTL_SECONDS
+
+
+def get_run(run_id: str) -> dict:
+    """The run with its steps; polled often, so served from a short-lived cache (shared/read_cache.py)."""
+    return copy.deepcopy(_run_reads.get_or_load(run_id, lambda: _read_run(run_id), _run_ttl))
 
 
 def list_runs(experiment: str | None = None, status: str | None = None, pipeline_id: str | None = None,
@@ -351,6 +368,7 @@ def update_run_tags(run_id: str, body: dict, *, replace: bool = False) -> dict:
         run.Tags = tags
 
     RunStore().modify_run(run_id, change)
+    _run_reads.invalidate(run_id)
     return get_run(run_id)
 
 
@@ -367,6 +385,7 @@ def request_cancel(run_id: str) -> tuple[dict, bool]:
     if RunStatus(before.Status).is_terminal:
         return get_run(run_id), False
     RunStore().modify_run(run_id, mark)
+    _run_reads.invalidate(run_id)
     return get_run(run_id), True
 
 
