@@ -15,8 +15,7 @@ import re
 from collections.abc import Callable
 from typing import Literal
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import ContainerClient
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
@@ -25,12 +24,11 @@ from shared.registry import PipelineRegistry
 from shared.runs import to_utc_iso, utc_now
 from shared.settings import get_settings
 from shared.spec import PIPELINE_NAME_PATTERN
-from shared.storage import ensure_container, parallel_map, translate_storage_errors
+from shared.storage import ensure_container, modify_json_record, parallel_map, translate_storage_errors
 
 EndpointStatus = Literal["Active", "Disabled"]
 ENDPOINT_NAME_PATTERN = PIPELINE_NAME_PATTERN
 _NAME = re.compile(ENDPOINT_NAME_PATTERN)
-_MAX_ETAG_ATTEMPTS = 20
 MAX_VERSIONS = 1000
 
 
@@ -167,20 +165,7 @@ class EndpointRegistry:
     def _modify(self, name: str, change: Callable[[EndpointRecord], bool]) -> EndpointRecord:
         """Read-modify-write under If-Match; `change` mutates the record, returns False if nothing changed."""
         blob = self._container().get_blob_client(_blob_name(name))
-        for _attempt in range(_MAX_ETAG_ATTEMPTS):
-            record = self.get(name)
-            if not change(record):
-                return record
-            with translate_storage_errors(f"endpoint '{name}'"):
-                try:
-                    result = blob.upload_blob(record.model_dump_json().encode("utf-8"), overwrite=True,
-                                              metadata=_metadata(record), etag=record.etag,
-                                              match_condition=MatchConditions.IfNotModified)
-                except ResourceModifiedError:
-                    continue
-            record._etag = result.get("etag")
-            return record
-        raise Conflict(f"endpoint '{name}' kept changing; gave up after {_MAX_ETAG_ATTEMPTS} attempts")
+        return modify_json_record(blob, lambda: self.get(name), change, _metadata, f"endpoint '{name}'")
 
     def add_version(self, name: str, pipeline_id: str) -> EndpointRecord:
         """Add `pipeline_id` as the next version (the default does not change)."""

@@ -23,20 +23,19 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
-from shared.errors import Conflict, InvalidRequest, NotFound
+from shared.errors import InvalidRequest, NotFound
 from shared.runs import to_utc_iso, utc_now
 from shared.safezip import extract_zip
 from shared.settings import get_settings
-from shared.storage import BLOB_CONCURRENCY, BLOCK_SIZE, ensure_container, parallel_map, translate_storage_errors
+from shared.storage import (BLOB_CONCURRENCY, BLOCK_SIZE, ensure_container, modify_json_record, parallel_map,
+                            translate_storage_errors)
 
 PipelineStatus = Literal["Active", "Disabled"]
 _SOURCE_HASH = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
-_MAX_ETAG_ATTEMPTS = 20
 
 
 class PipelineRecord(BaseModel):
@@ -153,22 +152,14 @@ class PipelineRegistry:
         """Enable/disable under If-Match, retrying on a concurrent change."""
         if status not in ("Active", "Disabled"):
             raise InvalidRequest(f"status {status!r} must be Active or Disabled")
-        blob = self._container().get_blob_client(_pipeline_blob(pipeline_id))
-        for _attempt in range(_MAX_ETAG_ATTEMPTS):
-            record = self.get(pipeline_id)
+        def set_to(record: PipelineRecord) -> bool:
             if record.Status == status:
-                return record
+                return False
             record.Status = status
-            with translate_storage_errors(f"pipeline '{pipeline_id}'"):
-                try:
-                    result = blob.upload_blob(record.model_dump_json().encode("utf-8"), overwrite=True,
-                                              metadata=_metadata(record), etag=record.etag,
-                                              match_condition=MatchConditions.IfNotModified)
-                except ResourceModifiedError:
-                    continue
-            record._etag = result.get("etag")
-            return record
-        raise Conflict(f"pipeline '{pipeline_id}' kept changing; gave up after {_MAX_ETAG_ATTEMPTS} attempts")
+            return True
+
+        blob = self._container().get_blob_client(_pipeline_blob(pipeline_id))
+        return modify_json_record(blob, lambda: self.get(pipeline_id), set_to, _metadata, f"pipeline '{pipeline_id}'")
 
     # ----- snapshots -----------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import requests
+from azure.core import MatchConditions
 from azure.core.exceptions import (
     AzureError,
     ClientAuthenticationError,
@@ -173,3 +174,30 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], max_workers: int = FI
         return [fn(item) for item in items]
     with ThreadPoolExecutor(max_workers=min(max_workers, len(items)), thread_name_prefix="mlpipe-io") as pool:
         return list(pool.map(fn, items))
+
+
+MAX_ETAG_ATTEMPTS = 20
+
+
+def modify_json_record(blob, read: Callable[[], R], change: Callable[[R], bool],
+                       metadata_of: Callable[[R], dict], what: str) -> R:
+    """Read-modify-write a pydantic record stored as JSON in `blob`, under If-Match.
+
+    `read()` returns the current record with its `_etag`; `change(record)` mutates it and returns
+    False when nothing needs writing. A concurrent writer makes the write fail its precondition:
+    read and apply again, up to MAX_ETAG_ATTEMPTS times, then Conflict.
+    """
+    for _attempt in range(MAX_ETAG_ATTEMPTS):
+        record = read()
+        if not change(record):
+            return record
+        with translate_storage_errors(what):
+            try:
+                result = blob.upload_blob(record.model_dump_json().encode("utf-8"), overwrite=True,
+                                          metadata=metadata_of(record), etag=record.etag,
+                                          match_condition=MatchConditions.IfNotModified)
+            except ResourceModifiedError:
+                continue
+        record._etag = result.get("etag")
+        return record
+    raise Conflict(f"{what} kept changing; gave up after {MAX_ETAG_ATTEMPTS} attempts")
