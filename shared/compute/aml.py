@@ -116,7 +116,7 @@ class AmlBackend:
             return JobHandle(backend=BACKEND_NAME, id=job_name, data=data)
         body = self.job_body(request, self._register_code(client, workspace, request))
         data["job"] = body
-        if self._needs_cluster(client, workspace, settings, request.compute_name):
+        if self._needs_cluster(client, workspace, {**settings, **request.step_settings}, request.compute_name):
             data["phase"] = "provisioning"
             return JobHandle(backend=BACKEND_NAME, id=job_name, data=data)
         self._create_job(client, workspace, job_name, body)
