@@ -31,6 +31,11 @@ def steps_not_run(payload: dict) -> dict:
 
 
 @bp.activity_trigger(input_name="payload")
+def step_failed(payload: dict) -> dict:
+    return run_lifecycle.mark_step_failed(payload["runId"], payload["step"], payload["error"])
+
+
+@bp.activity_trigger(input_name="payload")
 def cancel_steps(payload: dict) -> dict:
     return run_lifecycle.cancel_steps(payload["runId"], payload["steps"])
 

@@ -77,8 +77,8 @@ class _StepTasks:
 
 def _progress_of(task) -> dict:
     """The activity's StepProgress, or a Failed one when the activity itself raised."""
-    if isinstance(task.result, Exception):
-        return {"status": StepStatus.FAILED,
+    if isinstance(task.result, Exception):  # nothing recorded the step: step_failed will
+        return {"status": StepStatus.FAILED, "unrecorded": True,
                 "error": {"code": "ActivityFailed", "message": str(task.result).strip()}}
     return task.result
 
@@ -173,6 +173,8 @@ def pipeline_run(context: df.DurableOrchestrationContext):
             else:
                 failed_steps.append(step)
                 outcome = planner.mark_failed(step, continue_on_failure=continue_on_failure)
+                if progress.get("unrecorded"):
+                    yield call("step_failed", {"runId": run_id, "step": step, "error": progress["error"]})
             not_run = {StepStatus.SKIPPED: outcome.skipped, StepStatus.CANCELED: outcome.canceled}
             if outcome.skipped or outcome.canceled:
                 yield call("steps_not_run", {"runId": run_id, "steps": not_run})

@@ -31,11 +31,21 @@ def register_secret(value: str | None) -> None:
         _registered.add(value)
 
 
+SECRET_SUFFIXES = ("_KEY", "_SECRET", "_TOKEN", "_PASSWORD")
+
+
+def is_secret_setting(name: str, value: str | None) -> bool:
+    """Whether an environment variable holds a secret: a known secret setting, a name that says
+    so (`..._KEY`, `..._SECRET`, `..._TOKEN`, `..._PASSWORD`), or a value registered as secret."""
+    if not value:
+        return False
+    return (name in SECRET_SETTINGS or name.split("__", 1)[0] in SECRET_SETTINGS
+            or name.upper().endswith(SECRET_SUFFIXES) or value in _registered)
+
+
 def _secret_values() -> list[str]:
     values = sorted(_registered, key=len, reverse=True)
-    for name, value in os.environ.items():
-        if value and len(value) >= 8 and (name in SECRET_SETTINGS or name.endswith(("_KEY", "_SECRET", "_TOKEN", "_PASSWORD"))):
-            values.append(value)
+    values += [value for name, value in os.environ.items() if len(value or "") >= 8 and is_secret_setting(name, value)]
     return values
 
 

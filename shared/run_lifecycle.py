@@ -11,7 +11,8 @@ import time
 
 from shared import events
 from shared.errors import NotFound
-from shared.runs import RunRecord, RunStore, StepRecord, utc_now
+from shared.redact import redact
+from shared.runs import ErrorInfo, RunRecord, RunStore, StepRecord, utc_now
 from shared.statuses import RunStatus, StepStatus
 from shared.storage import parallel_map
 
@@ -26,6 +27,23 @@ def mark_steps_not_run(run_id: str, steps_by_status: dict[str, list[str]]) -> di
             store.put_step(run_id, StepRecord(Name=name, Status=StepStatus(status).value, EndTimeUtc=now))
             recorded.append(name)
     return {"recorded": recorded}
+
+
+def mark_step_failed(run_id: str, step: str, error: dict) -> dict:
+    """Record a step Failed whose activity kept raising (infrastructure retries exhausted)."""
+    store = RunStore()
+    try:
+        record = store.get_step(run_id, step)
+    except NotFound:
+        record = StepRecord(Name=step)
+    if StepStatus(record.Status).is_terminal:
+        return {"status": record.Status}
+    record.Status = StepStatus.FAILED.value
+    record.EndTimeUtc = utc_now()
+    record.JobHandle = None
+    record.Error = ErrorInfo(code=error.get("code", "ActivityFailed"), message=redact(error.get("message", "")))
+    store.put_step(run_id, record)
+    return {"status": record.Status}
 
 
 def _failure_message(store: RunStore, run_id: str, failed_steps: list[str]) -> str:

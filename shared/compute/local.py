@@ -35,6 +35,7 @@ from pathlib import Path
 from shared.compute.base import JobHandle, JobStatus, StepJobRequest, parse_metrics, substitute_data_placeholders
 from shared.datastore import default_datastore, get_datastore
 from shared.errors import ComputeError, InvalidRequest, NotFound
+from shared.redact import is_secret_setting
 from shared.runs import RunStore, check_path_segment
 from shared.settings import get_settings
 from shared.storage import parallel_map
@@ -42,9 +43,6 @@ from shared.storage import parallel_map
 BACKEND_NAME = "local"
 STDERR_TAIL_LINES = 20
 CANCEL_MARKER = "cancel-requested"  # written into the work folder by a cancel from another process
-# Settings that hold credentials: a step script has no business with them (and might print them).
-# Identity-based variants (`AzureWebJobsStorage__accountName`, ...) are matched by prefix.
-_SECRET_SETTINGS = ("AzureWebJobsStorage", "MLPIPE_FUNCTION_KEY", "MLPIPE_SERVICEBUS_CONNECTION")
 # Finished jobs kept in memory; older ones are answered from their result.json.
 _FINISHED_JOBS_KEPT = 256
 # Identifies this host process; a handle from another boot is recognisably foreign.
@@ -273,11 +271,13 @@ def _stage_inputs(request: StepJobRequest, inputs_dir: Path) -> dict[str, str]:
 
 
 def _child_environment(request: StepJobRequest, work_dir: Path, handle_id: str) -> dict[str, str]:
-    secrets = set(_SECRET_SETTINGS)
-    for spec in (get_settings().extra_datastores or {}).values():
-        if isinstance(spec, dict) and spec.get("connection"):
-            secrets.add(spec["connection"])
-    env = {k: v for k, v in os.environ.items() if k not in secrets and k.split("__", 1)[0] not in secrets}
+    datastore_connections = {spec["connection"] for spec in (get_settings().extra_datastores or {}).values()
+                             if isinstance(spec, dict) and spec.get("connection")}
+    # The host's secrets are not the script's: drop the settings holding datastore connections,
+    # known secret settings, anything named like a secret, and values registered as secrets
+    # (e.g. a compute's token_setting).
+    env = {k: v for k, v in os.environ.items()
+           if k.split("__", 1)[0] not in datastore_connections and not is_secret_setting(k, v)}
     env.update(request.environment)
     python_path = [request.source_dir] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     env.update({

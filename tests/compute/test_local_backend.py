@@ -280,3 +280,20 @@ def test_cancel_from_another_worker_process_is_reported_as_canceled(backend, tmp
     foreign(handle, grace_seconds=2)
     status = backend.poll(handle, wait_seconds=10)  # the owning process notices the exit
     assert status.state == "Canceled"
+
+
+def test_the_hosts_secrets_do_not_reach_the_script(backend, tmp_path, monkeypatch):
+    from shared.redact import register_secret
+
+    monkeypatch.setenv("SOME_API_TOKEN", "token-value-123456")
+    monkeypatch.setenv("DATABRICKS_CREDENTIAL", "registered-secret-987654")
+    monkeypatch.setenv("HARMLESS_SETTING", "visible-value")
+    register_secret("registered-secret-987654")
+    script = write_script(tmp_path / "src", "import os\nfor k, v in sorted(os.environ.items()):\n    print(k, v)\n")
+    request = request_for(script, environment={"FROM_DEFINITION": "yes"})
+    status = wait_done(backend, backend.submit(request))
+    assert status.state == "Completed"
+    log = RunStore().get_log(request.run_id, request.step_name)
+    assert "HARMLESS_SETTING visible-value" in log and "FROM_DEFINITION yes" in log
+    for secret in ("token-value-123456", "registered-secret-987654", "AccountKey", os.environ["AzureWebJobsStorage"]):
+        assert secret not in log

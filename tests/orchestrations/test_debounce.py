@@ -1,12 +1,10 @@
-"""The datastore debounce orchestrator replayed by the real SDK over ContextBuilder histories."""
+"""The datastore debounce orchestrator replayed by the real SDK over built histories."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
 
-from azure.durable_functions.models.ReplaySchema import ReplaySchema
-from tests.test_utils.ContextBuilder import ContextBuilder
+from history_builder import HistoryBuilder
 
 from orchestrations.debounce import CHANGE_EVENT, FIRE_ACTIVITY, datastore_debounce
 
@@ -17,8 +15,7 @@ def change(path: str, etag: str = "e1", debounce: float = 30) -> dict:
 
 class History:
     def __init__(self, first: dict):
-        self.builder = ContextBuilder("datastore_debounce", starting_time=datetime(2026, 1, 1),
-                                      replay_schema=ReplaySchema.V2)
+        self.builder = HistoryBuilder("datastore_debounce")
         self.builder.input_ = json.dumps({"schedule": "s", "changes": [first]})
 
     def event(self, payload: dict) -> History:

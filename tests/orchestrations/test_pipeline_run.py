@@ -7,10 +7,8 @@ real SDK replay emits next: ready-set scheduling, polling with timers, failure s
 from __future__ import annotations
 
 import json
-from datetime import datetime
 
-from azure.durable_functions.models.ReplaySchema import ReplaySchema
-from tests.test_utils.ContextBuilder import ContextBuilder
+from history_builder import HistoryBuilder
 
 from orchestrations.pipeline_run import pipeline_run
 
@@ -21,8 +19,7 @@ class History:
     """A growing orchestration history plus the replay of the real orchestrator over it."""
 
     def __init__(self, steps: dict, continue_on_failure: bool = False):
-        self.builder = ContextBuilder("pipeline_run", starting_time=datetime(2026, 1, 1),
-                                      replay_schema=ReplaySchema.V2)
+        self.builder = HistoryBuilder("pipeline_run")
         self.builder.input_ = json.dumps({"runId": "r1", "steps": steps,
                                           "continueOnStepFailure": continue_on_failure})
 
@@ -194,6 +191,10 @@ def test_an_activity_that_keeps_raising_fails_the_step():
     for attempt_id in (1, 3, 5, 7):  # 4 attempts, each followed by its retry timer
         history.fail(attempt_id, "Activity function 'step_start' failed: storage down")
         history.fire_timer(attempt_id + 1)
+    actions = history.actions()
+    assert actions[-1][1] == "step_failed"  # no activity recorded it, so the orchestrator has it recorded
+    assert actions[-1][2]["step"] == "a" and actions[-1][2]["error"]["code"] == "ActivityFailed"
+    history.complete(9, {"status": "Failed"})
     actions = history.actions()
     assert actions[-1][1] == "steps_not_run"
     assert actions[-1][2]["steps"]["Skipped"] == ["b"]
