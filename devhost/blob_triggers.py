@@ -125,7 +125,9 @@ class BlobWatcher:
             except Exception:
                 log.exception("blob trigger %s: reading receipts failed; retrying", self.function.name)
                 await asyncio.sleep(self.scan_seconds)
+        loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
             try:
                 await self.scan()
             except asyncio.CancelledError:
@@ -134,7 +136,8 @@ class BlobWatcher:
                 pass  # the container does not exist (yet)
             except Exception:
                 log.exception("blob trigger %s: scan failed", self.function.name)
-            await asyncio.sleep(self.scan_seconds)
+            # A large container makes a scan slow: then scan less often (at most half the time scanning).
+            await asyncio.sleep(max(self.scan_seconds, loop.time() - started))
 
     async def scan(self) -> int:
         """Dispatch every blob version without a receipt; the number dispatched."""
