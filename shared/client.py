@@ -294,8 +294,9 @@ class PipelineClient:
         self.request("DELETE", f"/api/schedules/{_quote(name)}")
 
     # --- runs ------------------------------------------------------------------------------
-    def get_run(self, run_id: str) -> Run:
-        return self._typed(Run, "GET", f"/api/runs/{_quote(run_id)}")
+    def get_run(self, run_id: str, *, include_steps: bool = True) -> Run:
+        query = None if include_steps else {"includeSteps": "false"}
+        return self._typed(Run, "GET", f"/api/runs/{_quote(run_id)}", query=query)
 
     def list_runs(self, *, experiment: str | None = None, status: str | None = None,
                   pipeline_id: str | None = None, endpoint_name: str | None = None, tag: str | None = None,
@@ -326,14 +327,18 @@ class PipelineClient:
 
     def wait_for_run(self, run_id: str, *, poll_seconds: float = 0.25, timeout: float | None = None,
                      on_update: Callable[[Run], None] | None = None) -> Run:
-        """Poll the run until it is terminal; `on_update(run)` sees every poll."""
+        """Poll the run until it is terminal; `on_update(run)` sees every poll (with its steps).
+
+        Without `on_update` the polls read the run alone (cheap for a run of any size) and the
+        run with its steps is fetched once, at the end.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            run = self.get_run(run_id)
+            run = self.get_run(run_id, include_steps=on_update is not None)
             if on_update:
                 on_update(run)
             if RunStatus(run.Status).is_terminal:
-                return run
+                return run if on_update else self.get_run(run_id)
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {run_id} still {run.Status} after {timeout:.0f}s")
             time.sleep(poll_seconds)

@@ -293,7 +293,6 @@ def _compute_of(published: PublishedPipeline | None, step: str) -> str | None:
 
 
 ENDED_RUN_TTL_SECONDS = 2.0
-ACTIVE_RUN_TTL_SECONDS = 0.25
 _run_reads = TtlCache()
 
 
@@ -309,11 +308,23 @@ def _read_run(run_id: str) -> dict:
 
 
 def _run_ttl(body: dict) -> float:
-    return ENDED_RUN_TTL_SECONDS if RunStatus(body["Status"]).is_terminal else ACTIVE_RUN_TTL_SECONDS
+    """Only an ended run is cached: it changes no more but for tags (invalidated on write). A run
+    in progress is read fresh; pollers read it without its steps (one storage read)."""
+    return ENDED_RUN_TTL_SECONDS if RunStatus(body["Status"]).is_terminal else 0.0
 
 
-def get_run(run_id: str) -> dict:
-    """The run with its steps; polled often, so served from a short-lived cache (shared/read_cache.py)."""
+def get_run(run_id: str, include_steps: str | bool = True) -> dict:
+    """The run with its steps; polled often, so served from a short-lived cache (shared/read_cache.py).
+
+    `include_steps=false` reads the run record alone (one storage read, whatever the number of
+    steps): what a client polling for the end of a large run needs. Steps is then an empty list.
+    """
+    if str(include_steps).lower() not in ("true", "false"):
+        raise InvalidRequest(f"includeSteps: expected true or false, got {include_steps!r}")
+    if str(include_steps).lower() == "false":
+        body = RunStore().get_run(run_id, with_steps=False).to_api()
+        body["Steps"] = []
+        return body
     return copy.deepcopy(_run_reads.get_or_load(run_id, lambda: _read_run(run_id), _run_ttl))
 
 

@@ -2,9 +2,8 @@
 
 Clients poll `GET /api/runs/{id}` many times a second; each read costs two storage calls and
 milliseconds of XML parsing. A run that ended changes only by tag updates, so it is served from
-memory for a few seconds; a run in progress for a fraction of a second. Writes through this
-process (tags, cancel) invalidate the entry at once; a write through another instance is seen
-within the time to live.
+memory for a few seconds. Writes through this process (tags) invalidate the entry at once; a
+write through another instance is seen within the time to live.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from itest_pipelines import publish, run_count, step, write_pipeline
+from shared.client import ApiError
 from shared.datastore import get_datastore
 
 pytestmark = pytest.mark.integration
@@ -216,3 +217,14 @@ def test_when_the_computing_run_fails_the_waiting_run_computes_the_step_itself(c
     statuses = sorted(client.wait_for_run(run_id, **WAIT)["Status"] for run_id in (first, second))
     assert statuses == ["Failed", "Finished"]
     assert run_count(marker, "prep") == 2
+
+
+def test_run_can_be_read_without_its_steps_for_cheap_polling(client, tmp_path, uploaded):
+    pipeline = publish(client, write_pipeline(tmp_path / "p", diamond(tmp_path / "marker", "nosteps")))
+    run = client.wait_for_run(client.submit(pipeline["Id"], "itest")["Id"], **WAIT)
+    assert len(run["Steps"]) == 4  # the final answer of wait_for_run has the steps
+    light = client.request("GET", f"/api/runs/{run['Id']}", query={"includeSteps": "false"})
+    assert light["Status"] == "Finished" and light["Steps"] == [] and light["Id"] == run["Id"]
+    with pytest.raises(ApiError) as caught:
+        client.request("GET", f"/api/runs/{run['Id']}", query={"includeSteps": "maybe"})
+    assert caught.value.status == 400 and "includeSteps" in caught.value.api_message
