@@ -108,3 +108,53 @@ def test_run_events_go_to_a_topic_as_cloudevents(monkeypatch):
     properties = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
                   for k, v in message.application_properties.items()}
     assert properties["cloudEvents:type"] == "mlpipe.RunStarted"
+
+
+class RecordingClient:
+    """Stands in for the Durable client binding: records start_new; knows the instances it started."""
+
+    def __init__(self):
+        self.started = []
+
+    async def get_status(self, instance_id):
+        from types import SimpleNamespace
+
+        known = any(started[1] == instance_id for started in self.started)
+        return SimpleNamespace(runtime_status="Running") if known else None
+
+    async def start_new(self, name, instance_id, client_input):
+        self.started.append((name, instance_id, client_input))
+
+
+def functions_message(body: bytes, message_id: str):
+    from azure.functions.servicebus import ServiceBusMessage as FunctionsMessage
+
+    return FunctionsMessage(body=body, message_id=message_id, application_properties={}, user_properties={},
+                            delivery_count=1)
+
+
+def test_functions_binding_path_poisons_with_reason_and_starts_valid_messages_once(storage_env, tmp_path):
+    """functions/servicebus.py with the Functions binding's own message type, on Azurite storage."""
+    import asyncio
+
+    from functions.servicebus import COMPLETE, DEAD_LETTER, process_functions_message
+    from shared.control import publish_json
+    from shared.queues import queue_client
+    from shared.submissions import decode_message_text
+
+    client = RecordingClient()
+    bad = functions_message(b'{"PipelineId": "missing", "ExperimentName": "x"}', "sb-1")
+    assert asyncio.run(process_functions_message(bad, client)) == DEAD_LETTER
+    poison = queue_client("pipeline-submissions-poison")
+    (entry,) = [json.loads(decode_message_text(m.content)) for m in poison.receive_messages()]
+    assert "missing" in entry["reason"] and json.loads(entry["message"])["PipelineId"] == "missing"
+
+    pipeline = publish_json({"definition": {"name": "sb", "steps": [
+        {"name": "a", "type": "data_transfer", "inputs": {"src": "datasets.raw"}, "outputs": ["out"]}],
+        "datasets": {"raw": {"datastore": "workspaceblobstore", "path": "in"}}}})
+    good = functions_message(json.dumps({"PipelineId": pipeline["Id"], "ExperimentName": "sb"}).encode(), "sb-2")
+    assert asyncio.run(process_functions_message(good, client)) == COMPLETE
+    assert asyncio.run(process_functions_message(good, client)) == COMPLETE  # redelivered
+    assert len(client.started) == 1  # the second delivery found the run (its record exists)
+    name, run_id, payload = client.started[0]
+    assert name == "pipeline_run" and payload["runId"] == run_id and run_id.startswith("mlpipe_msg_")
