@@ -12,7 +12,7 @@ from typing import Any, Awaitable, Callable
 import azure.functions as func
 from pydantic import ValidationError
 
-from shared.errors import InvalidRequest, MlpipeError, PayloadTooLarge
+from shared.errors import InvalidRequest, MlpipeError, PayloadTooLarge, validation_message
 from shared.redact import redact
 
 log = logging.getLogger("mlpipe.http")
@@ -48,14 +48,6 @@ def read_json(req: func.HttpRequest) -> dict:
     return body
 
 
-def _validation_message(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item.get("loc", ())) or "body"
-        parts.append(f"{where}: {item.get('msg')}")
-    return "; ".join(parts)
-
-
 def _response_for(handler_name: str, error: Exception) -> func.HttpResponse:
     """mlpipe errors become their status, bad input a 400, anything else a generic 500."""
     if isinstance(error, MlpipeError):
@@ -63,7 +55,7 @@ def _response_for(handler_name: str, error: Exception) -> func.HttpResponse:
             log.error("request failed: %s", redact(str(error)))
         return error_response(error)
     if isinstance(error, ValidationError):
-        return error_response(InvalidRequest(_validation_message(error)))
+        return error_response(InvalidRequest(validation_message(error)))
     log.error("unhandled error in %s", handler_name, exc_info=error)
     return json_response({"error": {"code": "InternalError", "message": "internal error; see the host log"}}, 500)
 

@@ -81,3 +81,12 @@ class StepFailed(MlpipeError):
 
     code = "StepFailed"
     status = 500
+
+
+def validation_message(error) -> str:
+    """A pydantic ValidationError as one line per problem: `field.path: what is wrong`."""
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item.get("loc", ())) or "body"
+        parts.append(f"{where}: {item.get('msg')}")
+    return "; ".join(parts)

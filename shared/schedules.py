@@ -32,7 +32,7 @@ from azure.storage.blob import ContainerClient
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from shared.endpoints import EndpointRegistry
-from shared.errors import Conflict, InvalidRequest, NotFound
+from shared.errors import Conflict, InvalidRequest, NotFound, validation_message
 from shared.pipelines import get_published
 from shared.recurrence import Recurrence, cron_next, latest_due, parse_cron, recurrence_next, zone
 from shared.registry import PipelineRegistry
@@ -182,14 +182,6 @@ def _metadata(record: ScheduleRecord) -> dict[str, str]:
     return {"status": record.Status, "kind": record.Kind}
 
 
-def _validation_message(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item.get("loc", ())) or "body"
-        parts.append(f"{where}: {item.get('msg')}")
-    return "; ".join(parts)
-
-
 class ScheduleStore:
     def __init__(self, container: str | None = None):
         self._container_name = container
@@ -202,7 +194,7 @@ class ScheduleStore:
         try:
             request = CreateScheduleRequest.model_validate(body)
         except ValidationError as error:
-            raise InvalidRequest(_validation_message(error)) from None
+            raise InvalidRequest(validation_message(error)) from None
         pipeline_id = self._target_pipeline(request)
         self._check_parameters(request, pipeline_id)
         kind = "Recurrence" if request.recurrence else "Cron" if request.cron else "Datastore"
