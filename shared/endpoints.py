@@ -17,11 +17,11 @@ from typing import Literal
 
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import ContainerClient
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, Field
 
 from shared.errors import Conflict, InvalidRequest, NotFound
 from shared.registry import PipelineRegistry
-from shared.runs import to_utc_iso, utc_now
+from shared.runs import StoredRecord, utc_now
 from shared.settings import get_settings
 from shared.spec import PIPELINE_NAME_PATTERN
 from shared.storage import ensure_container, modify_json_record, parallel_map, translate_storage_errors
@@ -37,10 +37,8 @@ class EndpointVersion(BaseModel):
     PipelineId: str
 
 
-class EndpointRecord(BaseModel):
+class EndpointRecord(StoredRecord):
     """A pipeline endpoint; field names are the API's (API.md section 3)."""
-
-    model_config = ConfigDict(extra="allow")
 
     Name: str
     Description: str | None = None
@@ -48,17 +46,6 @@ class EndpointRecord(BaseModel):
     Versions: list[EndpointVersion] = Field(default_factory=list)
     Status: EndpointStatus = "Active"
     CreatedTimeUtc: str = Field(default_factory=utc_now)
-
-    _etag: str | None = PrivateAttr(default=None)
-
-    @field_validator("CreatedTimeUtc", mode="before")
-    @classmethod
-    def _normalise_time(cls, value):
-        return to_utc_iso(value)
-
-    @property
-    def etag(self) -> str | None:
-        return self._etag
 
     def pipeline_of(self, version: str) -> str | None:
         return next((v.PipelineId for v in self.Versions if v.Version == version), None)

@@ -25,10 +25,10 @@ from urllib.parse import quote
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import Field
 
 from shared.errors import InvalidRequest, NotFound
-from shared.runs import to_utc_iso, utc_now
+from shared.runs import StoredRecord, utc_now
 from shared.safezip import extract_zip
 from shared.settings import get_settings
 from shared.storage import (BLOB_CONCURRENCY, BLOCK_SIZE, ensure_container, modify_json_record, parallel_map,
@@ -38,10 +38,8 @@ PipelineStatus = Literal["Active", "Disabled"]
 _SOURCE_HASH = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
 
 
-class PipelineRecord(BaseModel):
+class PipelineRecord(StoredRecord):
     """A published pipeline. Field names are the API's; `Definition` is an already-validated dict."""
-
-    model_config = ConfigDict(extra="allow")
 
     Id: str = Field(default_factory=lambda: str(uuid.uuid4()))
     Name: str
@@ -53,17 +51,6 @@ class PipelineRecord(BaseModel):
     SourceSnapshots: dict[str, str] = Field(default_factory=dict)  # step name -> source hash
     CreatedTimeUtc: str = Field(default_factory=utc_now)
     Private: bool = False  # published implicitly by `mlpipe run`; hidden from list() by default
-
-    _etag: str | None = PrivateAttr(default=None)
-
-    @field_validator("CreatedTimeUtc", mode="before")
-    @classmethod
-    def _normalise_time(cls, value):
-        return to_utc_iso(value)
-
-    @property
-    def etag(self) -> str | None:
-        return self._etag
 
     def to_api(self, endpoint: str | None = None) -> dict:
         """The GET /api/pipelines/{id} body (`Endpoint` is the submit URL the HTTP layer knows)."""

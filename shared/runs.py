@@ -105,6 +105,23 @@ Number = int | float
 _TIME_FIELDS = ("CreatedTimeUtc", "StartTimeUtc", "EndTimeUtc")
 
 
+class StoredRecord(BaseModel):
+    """A record kept as a JSON blob: API field names, times as UTC ISO 8601, the blob's ETag
+    (for read-modify-write under If-Match, `shared.storage.modify_json_record`)."""
+
+    model_config = ConfigDict(extra="allow")
+    _etag: str | None = PrivateAttr(default=None)
+
+    @field_validator(*_TIME_FIELDS, mode="before", check_fields=False)
+    @classmethod
+    def _normalise_time(cls, value):
+        return to_utc_iso(value)
+
+    @property
+    def etag(self) -> str | None:
+        return self._etag
+
+
 class _Record(BaseModel):
     # extra="allow": fields another module adds (e.g. ParentRunId) survive a read-modify-write.
     model_config = ConfigDict(extra="allow", validate_assignment=True)

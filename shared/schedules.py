@@ -26,24 +26,22 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import ContainerClient
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.endpoints import EndpointRegistry
 from shared.errors import Conflict, InvalidRequest, NotFound, validation_message
 from shared.pipelines import get_published
 from shared.recurrence import Recurrence, cron_next, latest_due, parse_cron, recurrence_next, zone
 from shared.registry import PipelineRegistry
-from shared.runs import to_utc_iso, utc_now
+from shared.runs import StoredRecord, to_utc_iso, utc_now
 from shared.settings import get_settings
 from shared.spec import PIPELINE_NAME_PATTERN
-from shared.storage import ensure_container, parallel_map, translate_storage_errors
+from shared.storage import ensure_container, modify_json_record, parallel_map, translate_storage_errors
 
 ScheduleStatus = Literal["Active", "Disabled"]
 _NAME = re.compile(PIPELINE_NAME_PATTERN)
-_MAX_ETAG_ATTEMPTS = 20
 DEFAULT_DEBOUNCE_SECONDS = 30
 MAX_DEBOUNCE_SECONDS = 24 * 3600
 _WATCH_CACHE_SECONDS = 2.0
@@ -119,10 +117,9 @@ class CreateScheduleRequest(BaseModel):
         return self
 
 
-class ScheduleRecord(BaseModel):
+class ScheduleRecord(StoredRecord):
     """A schedule; API field names (PascalCase, as the other resources)."""
 
-    model_config = ConfigDict(extra="allow")
     Name: str
     Description: str | None = None
     Kind: Literal["Recurrence", "Cron", "Datastore"]
@@ -141,12 +138,6 @@ class ScheduleRecord(BaseModel):
     LastRunId: str | None = None
     LastRunTimeUtc: str | None = None
     LastError: dict | None = None
-
-    _etag: str | None = PrivateAttr(default=None)
-
-    @property
-    def etag(self) -> str | None:
-        return self._etag
 
     def next_due_after(self, after: dt.datetime) -> dt.datetime | None:
         created = _parse_utc(self.CreatedTimeUtc)
@@ -283,21 +274,9 @@ class ScheduleStore:
     # --- change ----------------------------------------------------------------------------
     def modify(self, name: str, change: Callable[[ScheduleRecord], bool]) -> ScheduleRecord:
         blob = self._container().get_blob_client(_blob_name(name))
-        for _attempt in range(_MAX_ETAG_ATTEMPTS):
-            record = self.get(name)
-            if not change(record):
-                return record
-            with translate_storage_errors(f"schedule '{name}'"):
-                try:
-                    result = blob.upload_blob(record.model_dump_json().encode("utf-8"), overwrite=True,
-                                              metadata=_metadata(record), etag=record.etag,
-                                              match_condition=MatchConditions.IfNotModified)
-                except ResourceModifiedError:
-                    continue
-            record._etag = result.get("etag")
-            _forget_watch_cache()
-            return record
-        raise Conflict(f"schedule '{name}' kept changing; gave up after {_MAX_ETAG_ATTEMPTS} attempts")
+        record = modify_json_record(blob, lambda: self.get(name), change, _metadata, f"schedule '{name}'")
+        _forget_watch_cache()
+        return record
 
     def set_status(self, name: str, status: ScheduleStatus) -> ScheduleRecord:
         now = utc_now()
