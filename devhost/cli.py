@@ -51,10 +51,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+HOST_THREAD_PREFIXES = ("function", "activity")
+
+
 def _exit_despite_stuck_threads() -> None:
     deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
     while time.monotonic() < deadline:
-        busy = [t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive() and not t.daemon]
+        # Only the host's own function and activity threads count: idle worker threads of the
+        # app's executors end by themselves when the interpreter exits.
+        busy = [t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()
+                and not t.daemon and t.name.startswith(HOST_THREAD_PREFIXES)]
         if not busy:
             return
         time.sleep(0.05)

@@ -106,12 +106,14 @@ async def serve(options: HostOptions, stop: asyncio.Event) -> None:
             await trigger.stop()
         if engine is not None:
             engine.stop()
+        # The SDK's client session holds keep-alive connections to our own server: close it first,
+        # or the server's cleanup waits its whole shutdown timeout for them.
+        await close_sdk_http_session()
         if runner is not None:
             await runner.cleanup()
         if store is not None:
             store.close()
         pool.shutdown(wait=False, cancel_futures=True)
-        await close_sdk_http_session()
         if azurite is not None:
             azurite.stop()
 
