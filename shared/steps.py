@@ -48,6 +48,9 @@ SINGLE_FLIGHT_POLL_SECONDS = 1.0
 
 # Running records are written off the hot path; the final record of a step waits for its own.
 _record_writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mlpipe-records")
+# A completed step's independent writes (reuse record, step record, StepCompleted) go out together.
+# Their tasks may wait on _record_writer's (never the other way round), so the pools cannot deadlock.
+_completion_writer = ThreadPoolExecutor(max_workers=16, thread_name_prefix="mlpipe-completion")
 _pending_writes: dict[tuple[str, str], Future] = {}
 _pending_lock = threading.Lock()
 
@@ -275,10 +278,17 @@ def _complete(ctx: StepContext, record: StepRecord, status: JobStatus) -> dict:
     record.Metrics = dict(status.metrics or {})
     index = ReuseIndex()
     pipeline_id = ctx.plan["pipelineId"]
-    # The outputs are committed (the backend wrote their manifests); record reuse, then the step.
-    index.record(ctx.fingerprint, ctx.run_id, ctx.step.name, pipeline_id, outputs, record.Metrics)
-    _finalise(ctx, record, StepStatus.COMPLETED, None)
-    _step_event(ctx, events.STEP_COMPLETED, StepStatus.COMPLETED, attempt=record.Attempt)
+    # The outputs are committed (the backend wrote their manifests): the reuse record, the step
+    # record and the StepCompleted event do not depend on each other, so they are written at once.
+    writes = [
+        _completion_writer.submit(index.record, ctx.fingerprint, ctx.run_id, ctx.step.name, pipeline_id,
+                                  outputs, record.Metrics),
+        _completion_writer.submit(_finalise, ctx, record, StepStatus.COMPLETED, None),
+        _completion_writer.submit(_step_event, ctx, events.STEP_COMPLETED, StepStatus.COMPLETED,
+                                  attempt=record.Attempt),
+    ]
+    for write in writes:
+        write.result()  # any failure raises: the activity is retried, the writes are idempotent
     # Only now that the reuse record exists may waiting runs look again: release the lease, off the
     # hot path (a waiter polls about once a second, so a few milliseconds later changes nothing).
     _record_writer.submit(_release, ctx)
