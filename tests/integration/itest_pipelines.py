@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import io
 import textwrap
+import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
 
 import yaml
 
-from shared.client import PipelineClient
+import pytest
+
+from shared.client import ApiError, PipelineClient
 from shared.fingerprint import SourceHasher
 from shared.packaging import build_package
 from shared.spec import load_definition
@@ -92,3 +96,20 @@ def publish_unchecked(client: PipelineClient, folder: Path, **options) -> dict:
 def run_count(marker_dir: Path, step_name: str) -> int:
     path = Path(marker_dir) / f"{step_name}.runs"
     return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def raw_request(host, method, path, body=None, headers=None) -> tuple[int, bytes]:
+    """(status, body) of a request sent as it is, without the client (to test keys and raw bodies)."""
+    request = urllib.request.Request(host.url + path, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def error_of(call) -> ApiError:
+    """The ApiError `call()` raises (the test fails if it raises none)."""
+    with pytest.raises(ApiError) as caught:
+        call()
+    return caught.value

@@ -4,30 +4,13 @@ from __future__ import annotations
 
 import io
 import json
-import urllib.request
 import zipfile
 
 import pytest
 
-from itest_pipelines import publish, publish_unchecked, step, write_pipeline
-from shared.client import ApiError, PipelineClient
+from itest_pipelines import error_of, publish, publish_unchecked, raw_request, step, write_pipeline
 
 pytestmark = pytest.mark.integration
-
-
-def raw_request(host, method, path, body=None, headers=None):
-    request = urllib.request.Request(host.url + path, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
-def error_of(call) -> ApiError:
-    with pytest.raises(ApiError) as caught:
-        call()
-    return caught.value
 
 
 @pytest.fixture

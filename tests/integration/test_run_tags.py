@@ -5,17 +5,10 @@ from __future__ import annotations
 import os
 
 import pytest
-from itest_pipelines import publish, step, write_pipeline
+from itest_pipelines import error_of, publish, step, write_pipeline
 
-from shared.client import ApiError
 
 pytestmark = pytest.mark.integration
-
-
-def error_of(call) -> ApiError:
-    with pytest.raises(ApiError) as caught:
-        call()
-    return caught.value
 
 
 @pytest.fixture

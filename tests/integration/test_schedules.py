@@ -12,8 +12,10 @@ import pytest
 from itest_triggers import publish_quick_pipeline, runs_of
 
 from devhost.testing import start_host
-from shared.client import ApiError, PipelineClient
+from shared.client import PipelineClient
 from shared.submissions import deterministic_run_id
+
+from itest_pipelines import error_of
 
 pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -49,12 +51,6 @@ def unique(prefix: str) -> str:
 
 def api(client, method, path, body=None):
     return client.request(method, path, body=body)
-
-
-def error_of(call) -> ApiError:
-    with pytest.raises(ApiError) as caught:
-        call()
-    return caught.value
 
 
 def test_create_get_list_disable_enable_delete(client, pipeline):

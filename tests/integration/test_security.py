@@ -11,15 +11,13 @@ from __future__ import annotations
 import json
 import os
 import textwrap
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 from azure.storage.blob import BlobServiceClient
-from itest_pipelines import publish, step, write_pipeline
+from itest_pipelines import error_of, publish, raw_request, step, write_pipeline
 
-from shared.client import ApiError, to_plain
+from shared.client import to_plain
 
 pytestmark = pytest.mark.integration
 
@@ -52,21 +50,6 @@ def host_env(host_env, containers_before):
     return {**host_env, "MLPIPE_MAX_REQUEST_BYTES": str(MAX_BYTES)}
 
 
-def raw(host, method, path, body=None, headers=None):
-    request = urllib.request.Request(host.url + path, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
-def error_of(call) -> ApiError:
-    with pytest.raises(ApiError) as caught:
-        call()
-    return caught.value
-
-
 def _account_key(connection_string: str) -> str:
     parts = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
     return parts["AccountKey"]
@@ -88,13 +71,13 @@ def _env_pipeline(folder: Path) -> dict:
 def test_request_bodies_over_the_limit_are_413_and_change_nothing(host, client):
     before = len(client.list_pipelines("All"))
     big = json.dumps({"name": "big", "definition": {"name": "big", "steps": [], "pad": "x" * (MAX_BYTES + 10)}})
-    status, body = raw(host, "POST", "/api/pipelines", big.encode(),
+    status, body = raw_request(host, "POST", "/api/pipelines", big.encode(),
                        {"x-functions-key": host.key, "Content-Type": "application/json"})
     assert status == 413 and json.loads(body)["error"]["code"] == "PayloadTooLarge"
-    status, body = raw(host, "POST", "/api/pipelines", b"PK" + b"\0" * (MAX_BYTES + 1),
+    status, body = raw_request(host, "POST", "/api/pipelines", b"PK" + b"\0" * (MAX_BYTES + 1),
                        {"x-functions-key": host.key, "Content-Type": "application/zip"})
     assert status == 413
-    status, _ = raw(host, "POST", "/api/endpoints/x/submit", json.dumps({"ExperimentName": "x" * MAX_BYTES}).encode(),
+    status, _ = raw_request(host, "POST", "/api/endpoints/x/submit", json.dumps({"ExperimentName": "x" * MAX_BYTES}).encode(),
                     {"x-functions-key": host.key, "Content-Type": "application/json"})
     assert status == 413
     assert len(client.list_pipelines("All")) == before
@@ -111,7 +94,7 @@ def test_request_bodies_over_the_limit_are_413_and_change_nothing(host, client):
     "/api/endpoints/%2E%2E",
 ])
 def test_path_segments_cannot_leave_their_folder(host, path):
-    status, body = raw(host, "GET", path, headers={"x-functions-key": host.key})
+    status, body = raw_request(host, "GET", path, headers={"x-functions-key": host.key})
     assert status in (400, 404), (path, status, body)
     assert "error" in json.loads(body)
 
@@ -150,10 +133,10 @@ def test_no_secret_in_logs_records_or_blobs(host, host_env, containers_before, c
     for method, path in [("GET", f"/api/runs/nope?code={function_key}"), ("GET", f"/api/nothing?code={function_key}"),
                          ("POST", f"/api/endpoints/{endpoint}/submit?code={function_key}"),
                          ("GET", f"/api/pipelines?status=Bad&code={function_key}")]:
-        status, body = raw(host, method, path, b"{}" if method == "POST" else None,
+        status, body = raw_request(host, method, path, b"{}" if method == "POST" else None,
                            {"Content-Type": "application/json"})
         assert 400 <= status < 500 and function_key.encode() not in body and account_key.encode() not in body
-    status, body = raw(host, "GET", "/api/runs", headers={"x-functions-key": function_key + "x"})
+    status, body = raw_request(host, "GET", "/api/runs", headers={"x-functions-key": function_key + "x"})
     assert status == 401 and function_key.encode() not in body
     for body in (client.get_run(ok["Id"]), client.get_run(failed["Id"]), client.get_pipeline(pipeline["Id"]),
                  client.get_endpoint(endpoint), client.get_openapi(), client.list_datastores()):
