@@ -14,6 +14,8 @@ import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from shared.statuses import StepStatus
+
 __all__ = [
     "CycleError",
     "FailureOutcome",
@@ -157,16 +159,17 @@ def _reachable(edges: Mapping[str, Iterable[str]], starts: Iterable[str], stop) 
 
 
 class StepState:
-    """Planner states, spelled as Azure ML v1 step statuses so they can be recorded as they are."""
+    """Planner states: the step statuses (shared/statuses.py) as plain strings, so planner state
+    stays plain JSON (it is carried across continue-as-new) and can be recorded as it is."""
 
-    NOT_STARTED = "NotStarted"
-    RUNNING = "Running"
-    COMPLETED = "Completed"
-    FAILED = "Failed"
-    SKIPPED = "Skipped"
-    CANCELED = "Canceled"
+    NOT_STARTED = StepStatus.NOT_STARTED.value
+    RUNNING = StepStatus.RUNNING.value
+    COMPLETED = StepStatus.COMPLETED.value
+    FAILED = StepStatus.FAILED.value
+    SKIPPED = StepStatus.SKIPPED.value
+    CANCELED = StepStatus.CANCELED.value
 
-    TERMINAL = frozenset({COMPLETED, FAILED, SKIPPED, CANCELED})
+    TERMINAL = frozenset(status.value for status in StepStatus if status.is_terminal)
 
 
 @dataclass(frozen=True)
