@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-import re
 
-_CODE_QUERY = re.compile(r"(?i)([?&]code=)[^&\s\"']+")
-_USERINFO = re.compile(r"(https?://)[^/@\s:]+:[^/@\s]+@")
+from shared.redact import redact
 
 
 class Redactor:
+    """The host's own secrets (function key, RPC secret, of any length) on top of shared.redact's
+    patterns, registered secrets and secret-looking settings."""
+
     def __init__(self) -> None:
         self._secrets: list[str] = []
 
@@ -21,8 +22,7 @@ class Redactor:
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "***")
-        text = _CODE_QUERY.sub(r"\1***", text)
-        return _USERINFO.sub(r"\1***@", text)
+        return redact(text)
 
 
 REDACT = Redactor()

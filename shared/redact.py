@@ -13,6 +13,7 @@ _PATTERNS = [
     re.compile(r"(x-functions-key['\"]?\s*[:=]\s*['\"]?)[^'\"\s,}]+", re.IGNORECASE),
     re.compile(r"(Bearer\s+)[A-Za-z0-9\-._~+/]+=*", re.IGNORECASE),
     re.compile(r"(dapi)[0-9a-f]{16,}", re.IGNORECASE),
+    re.compile(r"(https?://)[^/@\s:]+:[^/@\s]+(?=@)", re.IGNORECASE),  # user:password@ in a URL
 ]
 
 # Settings whose values are secrets wherever they appear verbatim.
