@@ -4,7 +4,7 @@ Layout (system container):
   runs/{runId}/run.json                  run record without Steps (ETag-guarded updates)
   runs/{runId}/steps/{step}.json         one step record
   runs/{runId}/steps/{step}/log.txt      step log (append blob)
-  runs/{runId}/steps/{step}/fingerprint.json
+  runs/{runId}/fingerprints.json        {step: fingerprint ingredients}
   runindex/{invertedCreatedMs}_{runId}   empty blob, metadata {experiment, status, pipelineid,
                                          endpoint, tags (URL-quoted JSON, "*" when too long)}:
                                          listing it ascending gives runs newest first, and the
@@ -437,13 +437,17 @@ class RunStore:
             self._container().upload_blob(f"{_step_prefix(run_id, step)}/log.txt", text.encode("utf-8"),
                                           overwrite=True)
 
-    def upload_log_file(self, run_id: str, step: str, local_file: Path) -> None:
-        """Replace the step's log with a local file, streamed (logs can be large)."""
+    def upload_log_file(self, run_id: str, step: str, local_file: Path, *, replaces_earlier: bool = True) -> None:
+        """Replace the step's log with a local file, streamed (logs can be large).
+
+        An empty log is not uploaded unless it replaces an earlier attempt's (`replaces_earlier`):
+        get_log answers "" for a step that has a record but no log."""
         size = local_file.stat().st_size if local_file.exists() else 0
         blob = self._container().get_blob_client(f"{_step_prefix(run_id, step)}/log.txt")
         with translate_storage_errors(f"log of step '{step}' in run '{run_id}'"):
             if size == 0:
-                blob.upload_blob(b"", overwrite=True)
+                if replaces_earlier:
+                    blob.upload_blob(b"", overwrite=True)
                 return
             with open(local_file, "rb") as stream:
                 blob.upload_blob(stream, length=size, overwrite=True,
@@ -480,9 +484,21 @@ class RunStore:
     def get_log(self, run_id: str, step: str, attempt: int | None = None) -> str:
         """The step's log; with `attempt`, the kept log of that (failed, retried) attempt."""
         name = "log.txt" if attempt is None else f"log.attempt{int(attempt)}.txt"
-        with translate_storage_errors(f"log of step '{step}' in run '{run_id}'"):
-            data = self._container().download_blob(f"{_step_prefix(run_id, step)}/{name}").readall()
+        try:
+            with translate_storage_errors(f"log of step '{step}' in run '{run_id}'"):
+                data = self._container().download_blob(f"{_step_prefix(run_id, step)}/{name}").readall()
+        except NotFound:
+            if attempt is None and self._has_step(run_id, step):
+                return ""  # the step started (or ended) without writing a line yet
+            raise
         return data.decode("utf-8", errors="replace")
+
+    def _has_step(self, run_id: str, step: str) -> bool:
+        try:
+            self.get_step(run_id, step)
+        except NotFound:
+            return False
+        return True
 
     def keep_attempt_log(self, run_id: str, step: str, attempt: int) -> None:
         """Keep a failed attempt's log before the retry overwrites log.txt (no error if none)."""
@@ -506,15 +522,27 @@ class RunStore:
             data = self._container().download_blob(f"{_run_prefix(run_id)}/plan.json").readall()
         return json.loads(data)
 
-    # ----- fingerprint ingredients ---------------------------------------------------------
+    # ----- fingerprint ingredients (one blob per run: a step's share is read by `runs explain`) -----
 
-    def put_fingerprint(self, run_id: str, step: str, ingredients: dict) -> None:
-        with translate_storage_errors(f"fingerprint of step '{step}' in run '{run_id}'"):
-            self._container().upload_blob(f"{_step_prefix(run_id, step)}/fingerprint.json",
-                                          json.dumps(ingredients, sort_keys=True).encode("utf-8"),
+    def put_fingerprints(self, run_id: str, ingredients_by_step: dict[str, dict]) -> None:
+        """Every step's fingerprint ingredients in one write (a 1,000-step run is one request, not 1,000)."""
+        with translate_storage_errors(f"fingerprints of run '{run_id}'"):
+            self._container().upload_blob(f"{_run_prefix(run_id)}/fingerprints.json",
+                                          json.dumps(ingredients_by_step, sort_keys=True).encode("utf-8"),
                                           overwrite=True)
 
     def get_fingerprint(self, run_id: str, step: str) -> dict:
+        with translate_storage_errors(f"fingerprints of run '{run_id}'"):
+            try:
+                data = self._container().download_blob(f"{_run_prefix(run_id)}/fingerprints.json").readall()
+            except ResourceNotFoundError:
+                data = None
+        if data is not None:
+            ingredients = json.loads(data).get(check_path_segment(step, "step name"))
+            if ingredients is None:
+                raise NotFound(f"fingerprint of step '{step}' in run '{run_id}' was not found")
+            return ingredients
+        # Runs planned before fingerprints.json kept one blob per step.
         with translate_storage_errors(f"fingerprint of step '{step}' in run '{run_id}'"):
             data = self._container().download_blob(f"{_step_prefix(run_id, step)}/fingerprint.json").readall()
         return json.loads(data)

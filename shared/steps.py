@@ -31,11 +31,10 @@ from shared.errors import NotFound
 from shared.pipelines import PublishedPipeline, get_published
 from shared.redact import redact
 from shared.registry import PipelineRegistry
-from shared.reuse import ReuseIndex
+from shared.reuse import Holder, ReuseIndex, ReuseRecord
 from shared.run_plan import load_plan, outputs_body, reused_step_record
 from shared.runs import ErrorInfo, OutputRef, RunStore, StepRecord, utc_now
 from shared.settings import get_settings
-from shared.single_flight import Holder, StepLeases
 from shared.spec import DEFAULT_DATASTORE, StepSpec, substitute_arguments
 from shared.statuses import StepStatus
 
@@ -45,6 +44,7 @@ REMOTE_POLL_SECONDS = 15.0
 LOCAL_POLL_SECONDS = 0.5
 MAX_RETRY_DELAY_SECONDS = 3600.0
 SINGLE_FLIGHT_POLL_SECONDS = 1.0
+RUNNING_RECORD_GRACE_SECONDS = 0.2
 
 # Running records are written off the hot path; the final record of a step waits for its own.
 _record_writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mlpipe-records")
@@ -151,21 +151,27 @@ def start_step(run_id: str, step_name: str, upstream_outputs: dict | None = None
     planned_error = ctx.plan["steps"][step_name]["error"]
     if planned_error:
         return _finish(ctx, _new_record(ctx), StepStatus.FAILED, {"code": "InputNotFound", "message": planned_error})
-    # Two round trips in a row: on this kind of host (2 cores shared with storage) running them
-    # on threads measured slower than one after the other.
-    hit = ReuseIndex().lookup(ctx.fingerprint)
-    if hit is not None and hit.run_id == run_id and hit.step == step_name:
-        _step_event(ctx, events.STEP_COMPLETED, StepStatus.COMPLETED)  # again: an earlier send may have failed
-        return _progress(StepStatus.COMPLETED.value, outputs=outputs_body(hit.outputs))  # ran already
-    if hit is not None and ctx.reuse_allowed:
-        RunStore().put_step(run_id, reused_step_record(step_name, ctx.step.compute, ctx.fingerprint, hit))
-        _step_event(ctx, events.STEP_REUSED, StepStatus.COMPLETED, reused_from=hit.run_id)
-        return _progress(StepStatus.COMPLETED.value, reused=True, outputs=outputs_body(hit.outputs))
     if ctx.reuse_allowed:
-        holder = StepLeases().acquire(ctx.fingerprint, run_id, step_name)
-        if holder is not None:
-            return _wait_for(ctx, holder, attempt)
+        # One request: claim the fingerprint, or learn who computed it (reuse) or computes it (wait).
+        claim = ReuseIndex().claim(ctx.fingerprint, run_id, step_name)
+        if claim.reusable is not None:
+            return _reuse(ctx, claim.reusable)
+        if claim.held_by is not None:
+            return _wait_for(ctx, claim.held_by, attempt)
+    else:
+        hit = ReuseIndex().lookup(ctx.fingerprint)
+        if hit is not None and hit.run_id == run_id and hit.step == step_name:
+            return _reuse(ctx, hit)
     return _submit(ctx, _inputs(ctx, upstream_outputs or {}), attempt=attempt)
+
+
+def _reuse(ctx: StepContext, hit: ReuseRecord) -> dict:
+    if hit.run_id == ctx.run_id and hit.step == ctx.step.name:  # this step ran already (activity re-run)
+        _step_event(ctx, events.STEP_COMPLETED, StepStatus.COMPLETED)  # again: an earlier send may have failed
+        return _progress(StepStatus.COMPLETED.value, outputs=outputs_body(hit.outputs))
+    RunStore().put_step(ctx.run_id, reused_step_record(ctx.step.name, ctx.step.compute, ctx.fingerprint, hit))
+    _step_event(ctx, events.STEP_REUSED, StepStatus.COMPLETED, reused_from=hit.run_id)
+    return _progress(StepStatus.COMPLETED.value, reused=True, outputs=outputs_body(hit.outputs))
 
 
 def _wait_for(ctx: StepContext, holder: Holder, attempt: int) -> dict:
@@ -210,9 +216,15 @@ def _submit(ctx: StepContext, inputs: dict[str, DataRef], attempt: int) -> dict:
     backend = get_backend(ctx.compute_type)
     handle = backend.submit(_job_request(ctx, inputs, attempt))
     record = _new_record(ctx, JobHandle=handle.to_dict(), Attempt=attempt)
-    _write_in_background(ctx.run_id, record)
     _step_started_in_background(ctx, attempt)
-    return _follow(ctx, record, backend.poll(handle, _wait_seconds(ctx)), inputs)
+    wait = _wait_seconds(ctx)
+    # A step that ends within the grace period never needs its Running record: its final record is
+    # the first one written (one storage write per step saved; it shows NotStarted that long).
+    status = backend.poll(handle, min(wait, RUNNING_RECORD_GRACE_SECONDS))
+    if status.state == "Running":
+        _write_in_background(ctx.run_id, record)
+        status = backend.poll(handle, max(0.0, wait - RUNNING_RECORD_GRACE_SECONDS))
+    return _follow(ctx, record, status, inputs)
 
 
 # --- poll ---------------------------------------------------------------------------------------
@@ -239,7 +251,7 @@ def _follow(ctx: StepContext, record: StepRecord, status: JobStatus, inputs: dic
             upstream_outputs: dict | None = None) -> dict:
     if status.state == "Running":
         if ctx.reuse_allowed:
-            StepLeases().refresh(ctx.fingerprint, ctx.run_id, ctx.step.name)
+            ReuseIndex().refresh(ctx.fingerprint, ctx.run_id, ctx.step.name)
         poll_after = LOCAL_POLL_SECONDS if ctx.compute_type == "local" else REMOTE_POLL_SECONDS
         return _progress(StepStatus.RUNNING.value, handle=record.JobHandle, poll_after=poll_after)
     if status.state == "Lost":
@@ -276,12 +288,12 @@ def _complete(ctx: StepContext, record: StepRecord, status: JobStatus) -> dict:
     outputs = {name: ctx.output_prefix(name) for name in ctx.step.outputs}
     record.Outputs = {name: OutputRef(Datastore=DEFAULT_DATASTORE, Path=path) for name, path in outputs.items()}
     record.Metrics = dict(status.metrics or {})
-    index = ReuseIndex()
     pipeline_id = ctx.plan["pipelineId"]
-    # The outputs are committed (the backend wrote their manifests): the reuse record, the step
-    # record and the StepCompleted event do not depend on each other, so they are written at once.
+    # The outputs are committed (the backend wrote their manifests): the reuse record (which
+    # replaces this step's claim, so waiting runs reuse it), the step record and the StepCompleted
+    # event do not depend on each other, so they are written at once.
     writes = [
-        _completion_writer.submit(index.record, ctx.fingerprint, ctx.run_id, ctx.step.name, pipeline_id,
+        _completion_writer.submit(ReuseIndex().record, ctx.fingerprint, ctx.run_id, ctx.step.name, pipeline_id,
                                   outputs, record.Metrics),
         _completion_writer.submit(_finalise, ctx, record, StepStatus.COMPLETED, None),
         _completion_writer.submit(_step_event, ctx, events.STEP_COMPLETED, StepStatus.COMPLETED,
@@ -289,15 +301,12 @@ def _complete(ctx: StepContext, record: StepRecord, status: JobStatus) -> dict:
     ]
     for write in writes:
         write.result()  # any failure raises: the activity is retried, the writes are idempotent
-    # Only now that the reuse record exists may waiting runs look again: release the lease, off the
-    # hot path (a waiter polls about once a second, so a few milliseconds later changes nothing).
-    _record_writer.submit(_release, ctx)
     return _progress(StepStatus.COMPLETED.value, outputs=outputs_body(outputs))
 
 
 def _release(ctx: StepContext) -> None:
     if ctx.reuse_allowed and ctx.fingerprint:
-        StepLeases().release(ctx.fingerprint, ctx.run_id, ctx.step.name)
+        ReuseIndex().release(ctx.fingerprint, ctx.run_id, ctx.step.name)
 
 
 def _finalise(ctx: StepContext, record: StepRecord, status: StepStatus, error: dict | None) -> StepRecord:

@@ -172,7 +172,8 @@ class LocalBackend:
                 status = _commit_outputs(job, metrics)
             else:
                 status = JobStatus(state="Failed", metrics=metrics, error=_failure_message(code, job.stderr_tail))
-            RunStore().upload_log_file(job.request.run_id, job.request.step_name, job.work_dir / "log.txt")
+            RunStore().upload_log_file(job.request.run_id, job.request.step_name, job.work_dir / "log.txt",
+                                       replaces_earlier=job.request.attempt > 1)
             _write_result(job.work_dir, job.handle.id, status)
             if status.state == "Completed":
                 for folder in ("inputs", "outputs"):

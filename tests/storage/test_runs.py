@@ -130,10 +130,19 @@ def test_fingerprint_ingredients_round_trip(store):
     run = make_run()
     store.create_run(run)
     ingredients = {"script": {"value": "train.py", "hash": "ab"}, "inputs": {"raw": {"hash": "cd"}}}
-    store.put_fingerprint(run.Id, "train", ingredients)
+    store.put_fingerprints(run.Id, {"train": ingredients, "prep": {"script": {"value": "prep.py", "hash": "ef"}}})
     assert store.get_fingerprint(run.Id, "train") == ingredients
+    assert store.get_fingerprint(run.Id, "prep")["script"]["hash"] == "ef"
     with pytest.raises(NotFound):
-        store.get_fingerprint(run.Id, "prep")
+        store.get_fingerprint(run.Id, "score")
+
+
+def test_fingerprint_of_a_run_planned_before_fingerprints_json(store):
+    """Older runs kept one fingerprint.json per step; `runs explain` still reads them."""
+    run = make_run()
+    store.create_run(run)
+    store._container().upload_blob(f"runs/{run.Id}/steps/train/fingerprint.json", b'{"script": {"hash": "ab"}}')
+    assert store.get_fingerprint(run.Id, "train") == {"script": {"hash": "ab"}}
 
 
 def test_time_normalisation():
