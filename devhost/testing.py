@@ -14,10 +14,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from shared.local_host import read_log, spawn_devhost, wait_until_ready
 
 from .azurite import free_port
 from .host import READY_MESSAGE
@@ -46,10 +47,7 @@ class HostProcess:
         return {"x-functions-key": self.key}
 
     def output(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
+        return read_log(self.log_path)
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -105,22 +103,14 @@ def start_host(app_root: Path | str, env: dict[str, str] | None = None, port: in
     full_env["PYTHONUNBUFFERED"] = "1"
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), full_env.get("PYTHONPATH")]))
     log_path = data_dir / f"host-{port}-{int(time.time() * 1000)}.log"
-    log = open(log_path, "wb")
-    command = [sys.executable, "-m", "devhost", "--port", str(port), "--app-root", str(app_root), *(extra_args or [])]
-    process = subprocess.Popen(command, cwd=str(app_root), env=full_env, stdout=log, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, start_new_session=True)
-    log.close()
+    process = spawn_devhost(app_root, port, full_env, log_path, extra_args or ())
     host = HostProcess(process, port, key, data_dir, log_path)
-    ready = READY_MESSAGE.format(port=port)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ready in host.output():
-            if host_generates_key:
-                host.key = (data_dir / "function-key").read_text(encoding="utf-8").strip()
-            return host
-        if not host.alive():
-            raise HostStartError(f"devhost exited with code {process.returncode} before it was ready:\n"
-                                 f"{host.output()}")
-        time.sleep(0.05)
+    if wait_until_ready(process, log_path, timeout, READY_MESSAGE.format(port=port)):
+        if host_generates_key:
+            host.key = (data_dir / "function-key").read_text(encoding="utf-8").strip()
+        return host
+    if not host.alive():
+        raise HostStartError(f"devhost exited with code {process.returncode} before it was ready:\n"
+                             f"{host.output()}")
     host.kill()
     raise HostStartError(f"devhost was not ready within {timeout:.0f}s:\n{host.output()}")

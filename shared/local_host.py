@@ -2,6 +2,8 @@
 
 `mlpipe run` submits to the host at --host/MLPIPE_HOST; when that is the default local address
 and nothing answers there, it starts `python -m devhost` for the duration of the command.
+`spawn_devhost` and `wait_until_ready` are the one launcher of that host; devhost.testing's
+`start_host` (tests, benchmarks) uses them too (shared/ may not import devhost, so they live here).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 
 from shared.client import HostUnreachable, PipelineClient
 
@@ -41,15 +43,41 @@ def _is_local(endpoint: str) -> tuple[bool, int]:
     return parts.hostname in LOCAL_HOSTS, parts.port or 80
 
 
-def _wait_for_ready(process: subprocess.Popen, log_path: Path, timeout: float) -> None:
+def read_log(log_path: Path) -> str:
+    """What a host started by `spawn_devhost` has written so far ("" before it made its log)."""
+    try:
+        return log_path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def spawn_devhost(app_root: Path | str, port: int, env: Mapping[str, str], log_path: Path,
+                  extra_args: Sequence[str] = ()) -> subprocess.Popen:
+    """Start `python -m devhost` for `app_root` on `port`, with exactly `env`, and return at once.
+
+    The one launcher of the local host: `ensure_local_host` (the CLI) and `devhost.testing.start_host`
+    (tests, benchmarks) both use it, then `wait_until_ready`. The host gets its own process group,
+    so it and whatever it started can be signalled together; its output goes to `log_path`, so a
+    chatty host can never block on a full pipe.
+    """
+    command = [sys.executable, "-m", "devhost", "--port", str(port), "--app-root", str(app_root), *extra_args]
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(command, cwd=str(app_root), env=dict(env), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def wait_until_ready(process: subprocess.Popen, log_path: Path, timeout: float, ready: str = READY_LINE) -> bool:
+    """True once `ready` shows in the host's log; False when the host exited first (its returncode
+    is then set) or `timeout` seconds passed. Stops nothing: what to do with a host that is not
+    ready is the caller's."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if ready in read_log(log_path):
+            return True
         if process.poll() is not None:
-            raise HostUnreachable(f"the local host exited with code {process.returncode}; see {log_path}")
-        if READY_LINE in log_path.read_text(encoding="utf-8", errors="replace"):
-            return
-        time.sleep(0.1)
-    raise HostUnreachable(f"the local host did not become ready within {timeout:.0f}s; see {log_path}")
+            return False
+        time.sleep(0.05)
+    return False
 
 
 @contextlib.contextmanager
@@ -67,15 +95,14 @@ def ensure_local_host(client: PipelineClient, *, quiet: bool = False, timeout: f
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "host.log"
     env = {**os.environ, "MLPIPE_DATA_DIR": str(data_dir)}
-    with log_path.open("w", encoding="utf-8") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "devhost", "--port", str(port), "--app-root", str(APP_ROOT)],
-            cwd=APP_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+    process = spawn_devhost(APP_ROOT, port, env, log_path)
     if not quiet:
         print(f"starting a local mlpipe host on port {port} (log: {log_path})", flush=True)
     try:
-        _wait_for_ready(process, log_path, timeout)
+        if not wait_until_ready(process, log_path, timeout):
+            if process.poll() is not None:
+                raise HostUnreachable(f"the local host exited with code {process.returncode}; see {log_path}")
+            raise HostUnreachable(f"the local host did not become ready within {timeout:.0f}s; see {log_path}")
         key = client._key or os.environ.get("MLPIPE_FUNCTION_KEY") or read_local_key()
         yield PipelineClient(client.endpoint, key, client.timeout)
     finally:
