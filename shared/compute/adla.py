@@ -25,7 +25,6 @@ The job id is a GUID derived from run, step and attempt, so a replayed submit fi
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from collections.abc import Mapping
 
 from shared.compute.azure_rest import JsonRestClient, ServiceError
 from shared.compute.base import JobHandle, JobStatus, StepJobRequest, substitute_data_placeholders
+from shared.compute.client_cache import ClientCache
 from shared.compute.remote import (
     commit_written_outputs,
     input_uris,
@@ -66,23 +66,22 @@ def map_job_state(state: str | None, result: str | None) -> str:
     return "Failed"
 
 
+def _make_client(settings: Mapping[str, Any], compute: str) -> JsonRestClient:
+    endpoint = settings.get("endpoint") or f"https://{settings['account']}.azuredatalakeanalytics.net"
+    return JsonRestClient(str(endpoint), azure_credential(settings, compute), DATALAKE_SCOPE, "Data Lake Analytics",
+                          API_VERSION)
+
+
 class AdlaBackend:
     name = BACKEND_NAME
 
     def __init__(self):
-        self._clients: dict[tuple, JsonRestClient] = {}
-        self._lock = threading.Lock()
+        self._clients = ClientCache(_CLIENT_KEYS, _make_client)
 
     def _client(self, settings: Mapping[str, Any], compute: str) -> JsonRestClient:
         if not settings.get("account"):
             raise InvalidRequest(f"computes.{compute}.account: required for an adla compute")
-        key = tuple(str(settings.get(k)) for k in _CLIENT_KEYS)
-        with self._lock:
-            if key not in self._clients:
-                endpoint = settings.get("endpoint") or f"https://{settings['account']}.azuredatalakeanalytics.net"
-                self._clients[key] = JsonRestClient(str(endpoint), azure_credential(settings, compute), DATALAKE_SCOPE,
-                                                    "Data Lake Analytics", API_VERSION)
-            return self._clients[key]
+        return self._clients.get(settings, compute)
 
     # ----- submit --------------------------------------------------------------------------
 

@@ -33,13 +33,13 @@ from __future__ import annotations
 
 import logging
 import shlex
-import threading
 from pathlib import Path
 from typing import Any
 from collections.abc import Mapping
 
 from shared.compute.azure_rest import JsonRestClient, ServiceError
 from shared.compute.base import DATA_PLACEHOLDER, JobHandle, JobStatus, StepJobRequest, parse_metrics
+from shared.compute.client_cache import ClientCache
 from shared.compute.remote import commit_written_outputs, refusal_status, save_log, submit_or_refuse
 from shared.credentials import AUTH_KEYS, azure_credential
 from shared.datastore import DEFAULT_DATASTORE, default_datastore, get_datastore
@@ -70,12 +70,17 @@ def map_job_status(status: str | None) -> str:
     return "Running"
 
 
+def _make_client(settings: Mapping[str, Any], compute: str) -> JsonRestClient:
+    return JsonRestClient(str(settings.get("endpoint") or "https://management.azure.com"),
+                          azure_credential(settings, compute), ARM_SCOPE, "Azure ML",
+                          str(settings.get("api_version") or API_VERSION))
+
+
 class AmlBackend:
     name = BACKEND_NAME
 
     def __init__(self):
-        self._clients: dict[tuple, JsonRestClient] = {}
-        self._lock = threading.Lock()
+        self._clients = ClientCache(_CLIENT_KEYS, _make_client)
 
     # ----- plumbing ------------------------------------------------------------------------
 
@@ -83,14 +88,7 @@ class AmlBackend:
         missing = [k for k in ("subscription_id", "resource_group", "workspace_name") if not settings.get(k)]
         if missing:
             raise InvalidRequest(f"computes.{compute}: an aml compute needs {', '.join(missing)}")
-        key = tuple(str(settings.get(k)) for k in _CLIENT_KEYS)
-        with self._lock:
-            if key not in self._clients:
-                self._clients[key] = JsonRestClient(
-                    str(settings.get("endpoint") or "https://management.azure.com"),
-                    azure_credential(settings, compute), ARM_SCOPE, "Azure ML",
-                    str(settings.get("api_version") or API_VERSION))
-            return self._clients[key]
+        return self._clients.get(settings, compute)
 
     @staticmethod
     def _workspace(settings: Mapping[str, Any]) -> str:

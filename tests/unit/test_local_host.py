@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from devhost.azurite import free_port
@@ -13,9 +16,8 @@ DUMMY_STORAGE = "DefaultEndpointsProtocol=http;AccountName=x;AccountKey=eA=="
 
 def test_a_remote_host_that_does_not_answer_is_not_started():
     client = PipelineClient("http://mlpipe.invalid:7071", None, 2)
-    with pytest.raises(HostUnreachable):
-        with local_host.ensure_local_host(client, quiet=True):
-            pass
+    with pytest.raises(HostUnreachable), local_host.ensure_local_host(client, quiet=True):
+        pass
 
 
 def test_a_local_host_that_exits_before_ready_names_its_log(tmp_path, monkeypatch):
@@ -26,22 +28,18 @@ def test_a_local_host_that_exits_before_ready_names_its_log(tmp_path, monkeypatc
     monkeypatch.setenv("MLPIPE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("AzureWebJobsStorage", DUMMY_STORAGE)
     client = PipelineClient(f"http://127.0.0.1:{free_port()}", None, 2)
-    with pytest.raises(HostUnreachable) as info:
-        with local_host.ensure_local_host(client, quiet=True, timeout=30):
-            pass
+    with pytest.raises(HostUnreachable) as info, local_host.ensure_local_host(client, quiet=True, timeout=30):
+        pass
     log_path = tmp_path / "data" / "host.log"
     assert "exited with code" in str(info.value) and str(log_path) in str(info.value)
     assert "broken app on purpose" in local_host.read_log(log_path)
 
 
 def test_wait_until_ready_sees_the_ready_line_and_an_early_exit(tmp_path):
-    import subprocess
-    import sys
-
     log_path = tmp_path / "host.log"
     with open(log_path, "wb") as log:
-        ready = subprocess.Popen([sys.executable, "-c", f"print({local_host.READY_LINE!r} + 'x', flush=True); "
-                                  "import time; time.sleep(30)"], stdout=log)
+        script = f"print({local_host.READY_LINE!r} + 'x', flush=True); import time; time.sleep(30)"
+        ready = subprocess.Popen([sys.executable, "-c", script], stdout=log)
     try:
         assert local_host.wait_until_ready(ready, log_path, timeout=20)
     finally:
