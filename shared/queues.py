@@ -16,8 +16,9 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64EncodePolicy
 
 from shared.settings import get_settings
-from shared.storage import is_account_url, translate_storage_errors
+from shared.storage import is_account_url, storage_transport, translate_storage_errors
 
+QUEUE_POOL_SIZE = 16  # events are sent from up to 16 activities at once
 _clients: dict[tuple[str, str], QueueClient] = {}
 _lock = threading.Lock()
 
@@ -27,8 +28,9 @@ def _service(connection: str) -> QueueServiceClient:
         from azure.identity import DefaultAzureCredential
 
         url = connection.strip().replace(".blob.", ".queue.")
-        return QueueServiceClient(account_url=url, credential=DefaultAzureCredential())
-    return QueueServiceClient.from_connection_string(connection)
+        return QueueServiceClient(account_url=url, credential=DefaultAzureCredential(),
+                                  transport=storage_transport(QUEUE_POOL_SIZE))
+    return QueueServiceClient.from_connection_string(connection, transport=storage_transport(QUEUE_POOL_SIZE))
 
 
 def queue_client(name: str, connection: str | None = None) -> QueueClient:

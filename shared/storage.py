@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -61,13 +63,26 @@ def _retry_policy() -> ExponentialRetry:
     return ExponentialRetry(initial_backoff=0.5, increment_base=2, retry_total=4, random_jitter_range=1)
 
 
-def _transport() -> RequestsTransport:
+def storage_transport(pool_size: int = CONNECTION_POOL_SIZE) -> RequestsTransport:
+    """An azure-core transport on one pooled requests session.
+
+    requests consults the environment (proxies, no_proxy, CA bundle, .netrc) on every request when
+    trust_env is on: a walk over os.environ that cost ~0.5 ms of CPU per storage call. Without a
+    proxy configured that walk can only find the CA bundle, so it is turned off and the bundle
+    (REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, as requests would pick it) is passed once instead; with a
+    proxy configured, requests keeps reading the environment exactly as before."""
     session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=CONNECTION_POOL_SIZE)
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
-    return RequestsTransport(session=session, session_owner=False,
-                             connection_timeout=10, read_timeout=120)
+    options = {}
+    if not urllib.request.getproxies():
+        session.trust_env = False
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if bundle:
+            options["connection_verify"] = bundle
+    return RequestsTransport(session=session, session_owner=False, connection_timeout=10, read_timeout=120,
+                             **options)
 
 
 def is_account_url(value: str) -> bool:
@@ -77,7 +92,7 @@ def is_account_url(value: str) -> bool:
 def _build_client(connection: str) -> BlobServiceClient:
     options = dict(
         retry_policy=_retry_policy(),
-        transport=_transport(),
+        transport=storage_transport(),
         max_single_put_size=BLOCK_SIZE,
         max_block_size=BLOCK_SIZE,
         max_single_get_size=GET_CHUNK_SIZE,
