@@ -17,12 +17,17 @@ import uuid
 from typing import Any
 from collections.abc import Callable
 
-from tests.contract.server import Request, Response, Service
+from tests.contract.azure_service import AzureService
+from tests.contract.server import Request, Response
 
 DEFAULT_SCRIPT = ("Compiling", "Queued", "Running", ("Ended", "Succeeded"))
 
 
-class AdlaService(Service):
+class AdlaService(AzureService):
+    error_codes = {400: "BadRequest", 404: "JobNotFound"}
+    token_refused = "Authentication failed: the access token is invalid."
+    api_version = "2016-11-01"
+    api_version_refused = "The api-version '2016-11-01' is required."
     routes = [
         ("PUT", r"/Jobs/(?P<id>[^/]+)", "put_job"),
         ("GET", r"/Jobs/(?P<id>[^/]+)", "get_job"),
@@ -30,28 +35,13 @@ class AdlaService(Service):
     ]
 
     def __init__(self, token: str, behaviour: Callable[[dict], Any] | None = None):
-        self.token = token
+        super().__init__(token)
         self.behaviour = behaviour
         self.jobs: dict[str, dict] = {}
         self.scripts: list[tuple] = []
 
     def script_next(self, *states) -> None:
         self.scripts.append(states)
-
-    def error_body(self, status: int, message: str) -> Any:
-        codes = {400: "BadRequest", 401: "AuthenticationFailed", 404: "JobNotFound", 409: "Conflict",
-                 429: "TooManyRequests", 500: "InternalServerError", 503: "ServiceUnavailable"}
-        return {"error": {"code": codes.get(status, "Error"), "message": message}}
-
-    def _error(self, status: int, message: str) -> Response:
-        return Response(status, self.error_body(status, message))
-
-    def authorize(self, request: Request) -> Response | None:
-        if request.header("Authorization") != f"Bearer {self.token}":
-            return self._error(401, "Authentication failed: the access token is invalid.")
-        if request.query.get("api-version") != "2016-11-01":
-            return self._error(400, "The api-version '2016-11-01' is required.")
-        return None
 
     @staticmethod
     def _guid(value: str) -> bool:

@@ -17,7 +17,8 @@ import re
 from typing import Any
 from collections.abc import Callable
 
-from tests.contract.server import Request, Response, Service
+from tests.contract.azure_service import AzureService
+from tests.contract.server import Request, Response
 
 WS = (r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
       r"Microsoft\.MachineLearningServices/workspaces/(?P<ws>[^/]+)")
@@ -27,7 +28,10 @@ INPUT_TYPES = ("uri_file", "uri_folder", "mltable", "custom_model", "mlflow_mode
 OUTPUT_TYPES = ("uri_file", "uri_folder", "mltable", "custom_model", "mlflow_model", "triton_model")
 
 
-class AmlService(Service):
+class AmlService(AzureService):
+    error_codes = {400: "UserError", 404: "NotFound"}
+    token_refused = "The access token is invalid or expired."
+    api_version_refused = "The api-version query parameter (?api-version=) is required for all requests."
     routes = [
         ("GET", WS + r"/codes/(?P<name>[^/]+)/versions/(?P<version>[^/]+)", "get_code"),
         ("PUT", WS + r"/codes/(?P<name>[^/]+)/versions/(?P<version>[^/]+)", "put_code"),
@@ -40,7 +44,7 @@ class AmlService(Service):
 
     def __init__(self, token: str, behaviour: Callable[[dict], Any] | None = None,
                  computes: tuple[str, ...] = ("cpu-cluster",)):
-        self.token = token
+        super().__init__(token)
         self.behaviour = behaviour
         self.codes: dict[str, dict] = {}
         self.jobs: dict[str, dict] = {}
@@ -49,21 +53,6 @@ class AmlService(Service):
 
     def script_next(self, *statuses: str) -> None:
         self.scripts.append(statuses)
-
-    def error_body(self, status: int, message: str) -> Any:
-        codes = {400: "UserError", 401: "AuthenticationFailed", 404: "NotFound", 409: "Conflict",
-                 429: "TooManyRequests", 500: "InternalServerError", 503: "ServiceUnavailable"}
-        return {"error": {"code": codes.get(status, "Error"), "message": message}}
-
-    def _error(self, status: int, message: str) -> Response:
-        return Response(status, self.error_body(status, message))
-
-    def authorize(self, request: Request) -> Response | None:
-        if request.header("Authorization") != f"Bearer {self.token}":
-            return self._error(401, "The access token is invalid or expired.")
-        if not request.query.get("api-version"):
-            return self._error(400, "The api-version query parameter (?api-version=) is required for all requests.")
-        return None
 
     @staticmethod
     def _ws(match) -> str:

@@ -56,9 +56,6 @@ class DatabricksService(Service):
                  429: "REQUEST_LIMIT_EXCEEDED", 500: "INTERNAL_ERROR", 503: "TEMPORARILY_UNAVAILABLE"}
         return {"error_code": codes.get(status, "UNKNOWN"), "message": message}
 
-    def _error(self, status: int, message: str) -> Response:
-        return Response(status, self.error_body(status, message))
-
     def authorize(self, request: Request) -> Response | None:
         if request.path.startswith("/.well-known/"):
             return self._error(404, "not found")  # the SDK's host-metadata probe; optional

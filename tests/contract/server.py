@@ -83,6 +83,9 @@ class Service:
     def error_body(self, status: int, message: str) -> Any:
         return {"error": {"code": str(status), "message": message}}
 
+    def _error(self, status: int, message: str) -> Response:
+        return Response(status, self.error_body(status, message))
+
     def authorize(self, request: Request) -> Response | None:
         return None
 
@@ -94,7 +97,7 @@ class Service:
             match = re.fullmatch(pattern, request.path)
             if match and method == request.method:
                 return getattr(self, name)(request, match)
-        return Response(404, self.error_body(404, f"no route {request.method} {request.path}"))
+        return self._error(404, f"no route {request.method} {request.path}")
 
 
 class ContractServer:
