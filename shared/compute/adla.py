@@ -168,11 +168,7 @@ class AdlaBackend:
         if refusal_status(handle) is not None:
             return  # nothing was started
         client = self._client(handle.data.get("compute", {}), handle.data.get("computeName", ""))
-        try:
-            client.call("POST", f"/Jobs/{handle.id}/CancelJob", f"ADLA cancel of job {handle.id}", ok_missing=True)
-        except ServiceError as error:
-            if error.status not in (400, 409):  # the job already ended
-                raise
+        client.cancel(f"/Jobs/{handle.id}/CancelJob", f"ADLA cancel of job {handle.id}")
 
     def fetch_logs(self, handle: JobHandle) -> str:
         if refusal_status(handle) is not None:

@@ -321,11 +321,7 @@ class AmlBackend:
         settings = handle.data.get("compute", {})
         client = self._client(settings, handle.data.get("computeName", ""))
         path = f"{self._workspace(settings)}/jobs/{handle.id}"
-        try:
-            client.call("POST", f"{path}/cancel", f"Azure ML cancel of job {handle.id}", ok_missing=True)
-        except ServiceError as error:
-            if error.status not in (400, 409):  # already in a terminal state
-                raise
+        client.cancel(f"{path}/cancel", f"Azure ML cancel of job {handle.id}")
 
     def fetch_logs(self, handle: JobHandle) -> str:
         if refusal_status(handle) is not None:

@@ -111,3 +111,12 @@ class JsonRestClient:
         except Exception as error:  # noqa: BLE001 - azure-core/auth errors: name the type, keep the cause
             raise ComputeError(redact(f"{what}: {self.service} request failed ({type(error).__name__}: {error})")) \
                 from error
+
+    def cancel(self, path: str, what: str) -> None:
+        """POST a job's cancel action. A job that is not there (404) or already ended (the service
+        answers 400 or 409) is left as it is; other refusals raise ServiceError."""
+        try:
+            self.call("POST", path, what, ok_missing=True)
+        except ServiceError as error:
+            if error.status not in (400, 409):
+                raise
