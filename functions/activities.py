@@ -42,4 +42,5 @@ def cancel_steps(payload: dict) -> dict:
 
 @bp.activity_trigger(input_name="payload")
 def run_finished(payload: dict) -> dict:
-    return run_lifecycle.mark_run_finished(payload["runId"], payload["status"], payload.get("failedSteps") or [])
+    return run_lifecycle.mark_run_finished(payload["runId"], payload["status"], payload.get("failedSteps") or [],
+                                           payload.get("completedSteps"))

@@ -190,5 +190,8 @@ def pipeline_run(context: df.DurableOrchestrationContext):
         start_ready_steps()
 
     final = RunStatus.CANCELED if canceled else RunStatus.FAILED if failed_steps else RunStatus.FINISHED
-    yield call("run_finished", {"runId": run_id, "status": final, "failedSteps": failed_steps})
+    # The completed steps and their outputs: run_finished makes sure each has its record (completed
+    # steps' records are written behind, shared/deferred_writes.py).
+    yield call("run_finished", {"runId": run_id, "status": final, "failedSteps": failed_steps,
+                                "completedSteps": outputs_of})
     return {"runId": run_id, "status": final, "failedSteps": failed_steps}

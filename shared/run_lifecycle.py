@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import time
 
-from shared import events
+from shared import deferred_writes, events
 from shared.errors import NotFound
 from shared.redact import redact
-from shared.runs import ErrorInfo, RunRecord, RunStore, StepRecord, utc_now
+from shared.runs import ErrorInfo, OutputRef, RunRecord, RunStore, StepRecord, utc_now
 from shared.statuses import RunStatus, StepStatus
 from shared.storage import parallel_map
 
@@ -57,8 +57,39 @@ def _failure_message(store: RunStore, run_id: str, failed_steps: list[str]) -> s
     return f"step{'s' if len(failed_steps) > 1 else ''} {names} failed{detail}"
 
 
-def mark_run_finished(run_id: str, status: str, failed_steps: list[str]) -> dict:
+def record_completed_steps(run_id: str, completed: dict[str, dict]) -> list[str]:
+    """Make sure every step the orchestrator saw complete has its Completed record and event.
+
+    This process's write-behind for the run is waited for first; a step whose record is still
+    missing or not terminal (written behind by another process still, or lost with a crashed one)
+    is recorded from what the orchestrator knows (its outputs) and its StepCompleted event sent
+    again (consumers de-duplicate on the stable event id). Returns the steps recorded here."""
+    written_here = deferred_writes.flush(run_id)
+    if not completed or set(completed) <= written_here:
+        return []  # the common case: no listing needed
     store = RunStore()
+    terminal = {record.Name for record in store.read_steps(run_id) if StepStatus(record.Status).is_terminal}
+    missing = [name for name in completed if name not in terminal]
+    if not missing:
+        return []
+    run = store.get_run(run_id, with_steps=False)
+    now = utc_now()
+
+    def record(name: str) -> None:
+        outputs = {output: OutputRef(**ref) for output, ref in (completed[name] or {}).items()}
+        store.put_step(run_id, StepRecord(Name=name, Status=StepStatus.COMPLETED.value, EndTimeUtc=now,
+                                          Outputs=outputs))
+        events.step_event(events.STEP_COMPLETED, run_id, name, run.PipelineId,
+                          status=StepStatus.COMPLETED.value)
+
+    parallel_map(record, missing)
+    return missing
+
+
+def mark_run_finished(run_id: str, status: str, failed_steps: list[str],
+                      completed_steps: dict[str, dict] | None = None) -> dict:
+    store = RunStore()
+    record_completed_steps(run_id, completed_steps or {})
     error = None
     if failed_steps:
         error = {"code": "StepFailed", "message": _failure_message(store, run_id, failed_steps)}

@@ -1,6 +1,7 @@
 """The step executor behind the step_start / step_poll activities.
 
-start_step: the plan's fingerprint -> reuse lookup -> (reused: done) | submit -> short poll.
+start_step: claim the plan's fingerprint (shared/reuse.py) -> reused: done | another run computes
+            it: wait | ours: submit -> short poll.
 poll_step:  poll the compute job; while it runs, tell the orchestrator when to ask again;
             when it is done the backend has committed the outputs: record reuse and the step.
 
@@ -8,9 +9,11 @@ Both are idempotent, because Durable runs activities at least once: a step whose
 names this very run already completed; a job the compute lost (the host restarted mid-step) is
 submitted again, which is safe because outputs only become visible once committed.
 
-Reads are kept off the hot path: the plan (fingerprints, dataset locations) is cached per
-process, upstream outputs arrive in the activity input, and the Running record is written in
-the background while the step runs.
+Storage is kept off the hot path: the plan (fingerprints, dataset locations) is cached per
+process, upstream outputs arrive in the activity input, the Running record is written in the
+background and only for a step still running after RUNNING_RECORD_GRACE_SECONDS, and a completed
+step's records are written behind (shared/deferred_writes.py). A fresh step that prints nothing
+costs one request on its critical path: the claim.
 
 Returns a StepProgress dict for the orchestrator:
     {"status": Completed|Failed|Running|Canceled, "handle": {...}|None, "pollAfterSeconds": n,
@@ -24,7 +27,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from shared import events
+from shared import deferred_writes, events
 from shared.compute import get_backend
 from shared.compute.base import DataRef, JobHandle, JobStatus, StepJobRequest
 from shared.errors import NotFound
@@ -46,11 +49,10 @@ MAX_RETRY_DELAY_SECONDS = 3600.0
 SINGLE_FLIGHT_POLL_SECONDS = 1.0
 RUNNING_RECORD_GRACE_SECONDS = 0.2
 
-# Running records are written off the hot path; the final record of a step waits for its own.
+# Running records and StepStarted events are written off the hot path; a step's final record
+# and end event wait for them. Those run on deferred_writes' pool and may wait on this one
+# (never the other way round), so the pools cannot deadlock.
 _record_writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mlpipe-records")
-# A completed step's independent writes (reuse record, step record, StepCompleted) go out together.
-# Their tasks may wait on _record_writer's (never the other way round), so the pools cannot deadlock.
-_completion_writer = ThreadPoolExecutor(max_workers=16, thread_name_prefix="mlpipe-completion")
 _pending_writes: dict[tuple[str, str], Future] = {}
 _pending_lock = threading.Lock()
 
@@ -289,18 +291,18 @@ def _complete(ctx: StepContext, record: StepRecord, status: JobStatus) -> dict:
     record.Outputs = {name: OutputRef(Datastore=DEFAULT_DATASTORE, Path=path) for name, path in outputs.items()}
     record.Metrics = dict(status.metrics or {})
     pipeline_id = ctx.plan["pipelineId"]
-    # The outputs are committed (the backend wrote their manifests): the reuse record (which
-    # replaces this step's claim, so waiting runs reuse it), the step record and the StepCompleted
-    # event do not depend on each other, so they are written at once.
-    writes = [
-        _completion_writer.submit(ReuseIndex().record, ctx.fingerprint, ctx.run_id, ctx.step.name, pipeline_id,
-                                  outputs, record.Metrics),
-        _completion_writer.submit(_finalise, ctx, record, StepStatus.COMPLETED, None),
-        _completion_writer.submit(_step_event, ctx, events.STEP_COMPLETED, StepStatus.COMPLETED,
-                                  attempt=record.Attempt),
-    ]
-    for write in writes:
-        write.result()  # any failure raises: the activity is retried, the writes are idempotent
+    record.Status = StepStatus.COMPLETED.value
+    record.EndTimeUtc = utc_now()
+    # The outputs are committed (the backend wrote their manifests). What is left (the reuse
+    # record, which replaces this step's claim so waiting runs reuse it, the step record and the
+    # StepCompleted event) is written behind: nothing downstream reads it (shared/deferred_writes.py).
+    deferred_writes.defer(ctx.run_id, ctx.step.name, [
+        lambda: ReuseIndex().record(ctx.fingerprint, ctx.run_id, ctx.step.name, pipeline_id, outputs,
+                                    record.Metrics),
+        lambda: _finalise(ctx, record.model_copy(deep=True), StepStatus.COMPLETED, None,
+                          end_time=record.EndTimeUtc),
+        lambda: _step_event(ctx, events.STEP_COMPLETED, StepStatus.COMPLETED, attempt=record.Attempt),
+    ])
     return _progress(StepStatus.COMPLETED.value, outputs=outputs_body(outputs))
 
 
@@ -309,9 +311,10 @@ def _release(ctx: StepContext) -> None:
         ReuseIndex().release(ctx.fingerprint, ctx.run_id, ctx.step.name)
 
 
-def _finalise(ctx: StepContext, record: StepRecord, status: StepStatus, error: dict | None) -> StepRecord:
+def _finalise(ctx: StepContext, record: StepRecord, status: StepStatus, error: dict | None,
+              end_time: str | None = None) -> StepRecord:
     record.Status = status.value
-    record.EndTimeUtc = utc_now()
+    record.EndTimeUtc = end_time or utc_now()
     record.Error = ErrorInfo(code=error["code"], message=redact(error["message"])) if error else None
     record.JobHandle = None
     _write_final(ctx.run_id, record)
