@@ -29,7 +29,7 @@ from shared.datastore import get_datastore, list_datastores as _list_datastores,
 from shared.endpoints import EndpointRecord, EndpointRegistry, normalise_version
 from shared.errors import Conflict, InvalidRequest, NotFound
 from shared.packaging import extract_package
-from shared.pipelines import PublishedPipeline, from_record, get_published, remember
+from shared.pipelines import PublishedPipeline, from_record, get_current, get_published, remember
 from shared.publishing import publish_directory
 from shared.read_cache import TtlCache
 from shared.registry import PipelineRegistry
@@ -117,6 +117,7 @@ def get_pipeline(pipeline_id: str, base_url: str | None = None) -> dict:
 
 def set_pipeline_enabled(pipeline_id: str, enabled: bool, base_url: str | None = None) -> dict:
     record = PipelineRegistry().set_status(pipeline_id, "Active" if enabled else "Disabled")
+    from_record(record)  # this process's next submit finds the new ETag cached
     return _pipeline_api(record, base_url)
 
 
@@ -252,10 +253,10 @@ def submit(pipeline_id: str, body: dict, *, endpoint_name: str | None = None,
     """Create the run record (Queued). `run_id`: a deterministic id (schedule due time, queue message id),
     so a second submit of the same thing is a Conflict instead of a second run."""
     request = SubmitRequest.model_validate(body)
-    record = PipelineRegistry().get(pipeline_id)  # fresh: Status may have changed
+    published = get_current(pipeline_id)  # Status as stored now, whichever host changed it
+    record = published.record
     if record.Status != "Active":
         raise Conflict(f"pipeline '{pipeline_id}' is disabled; enable it to submit", code="PipelineDisabled")
-    published = from_record(record)
     parameters = validate_parameter_assignments(published.definition, request.ParameterAssignments)
     parameters = _apply_data_paths(published, request, parameters)
     run = RunRecord(

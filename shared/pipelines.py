@@ -2,7 +2,8 @@
 
 A published pipeline's definition never changes (publishing always makes a new Id), so the
 parsed definition can be cached per process; only Status changes, and the runtime reads Status
-from storage where it matters (submit).
+from storage where it matters (submit): `get_current` checks the record's ETag in storage (no
+download while it is unchanged), with concurrent submits sharing that check (shared/fresh_reads.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from shared.fresh_reads import FreshReads
 from shared.registry import PipelineRecord, PipelineRegistry
 from shared.spec import PipelineDefinition
 
@@ -42,12 +44,10 @@ def remember(record: PipelineRecord, definition: PipelineDefinition | None = Non
 
 
 def from_record(record: PipelineRecord) -> PublishedPipeline:
-    """The cached parse of a record just read from storage (re-parsed only on a cache miss)."""
+    """Cache a record just read or written (its definition is parsed only on a cache miss)."""
     with _lock:
         cached = _cache.get(record.Id)
-    if cached is not None:
-        return PublishedPipeline(record, cached.definition)
-    return remember(record)
+    return remember(record, cached.definition if cached is not None else None)
 
 
 def get_published(pipeline_id: str, registry: PipelineRegistry | None = None) -> PublishedPipeline:
@@ -57,3 +57,21 @@ def get_published(pipeline_id: str, registry: PipelineRegistry | None = None) ->
     if cached is not None:
         return cached
     return remember((registry or PipelineRegistry()).get(pipeline_id))
+
+
+def _read_current(pipeline_id: str) -> PublishedPipeline:
+    registry = PipelineRegistry()
+    with _lock:
+        cached = _cache.get(pipeline_id)
+    if cached is not None and cached.record.etag is not None and registry.etag(pipeline_id) == cached.record.etag:
+        return cached
+    return remember(registry.get(pipeline_id))
+
+
+_current = FreshReads(_read_current)
+
+
+def get_current(pipeline_id: str) -> PublishedPipeline:
+    """The pipeline as stored now (Status included): a change that completed before this call, in
+    this process or another, is seen. Costs one small ETag read, shared by concurrent callers."""
+    return _current.get(pipeline_id)

@@ -110,6 +110,11 @@ class PipelineRegistry:
         record._etag = downloader.properties.etag
         return record
 
+    def etag(self, pipeline_id: str) -> str:
+        """The record's current ETag (one small request: no body, no parsing); NotFound if absent."""
+        with translate_storage_errors(f"pipeline '{pipeline_id}'"):
+            return self._container().get_blob_client(_pipeline_blob(pipeline_id)).get_blob_properties().etag
+
     def list(self, status: str = "Active", include_private: bool = False) -> list[PipelineRecord]:
         """Pipelines with `status` (Active, Disabled or All), newest first."""
         if status not in ("Active", "Disabled", "All"):

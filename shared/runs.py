@@ -16,6 +16,7 @@ the API body with no alias bookkeeping.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import secrets
@@ -40,6 +41,7 @@ from shared.errors import Conflict, InvalidRequest, NotFound
 from shared.settings import get_settings
 from shared.statuses import RunStatus, StepStatus
 from shared.storage import BLOB_CONCURRENCY, BLOCK_SIZE, ensure_container, parallel_map, translate_storage_errors
+from shared.write_behind import WriteBehind
 
 # The spellings live in shared/statuses.py; records validate against them as Literal strings.
 RUN_STATUSES: tuple[str, ...] = tuple(status.value for status in RunStatus)
@@ -239,6 +241,15 @@ def _indexed_tags(meta: dict[str, str]) -> dict | None:
         return None
 
 
+def _create_index_entry(container: ContainerClient, name: str, metadata: dict[str, str]) -> None:
+    """Create-only: an entry already there was written by `_sync_index` from a newer record."""
+    with translate_storage_errors(f"run index entry {name}"), contextlib.suppress(ResourceExistsError):
+        container.upload_blob(name, b"", overwrite=False, metadata=metadata)
+
+
+_index_writes = WriteBehind("run index")
+
+
 def _conflict_pause(attempt: int) -> None:
     time.sleep(random.uniform(0, 0.01 * (2 ** min(attempt, 6))))
 
@@ -255,7 +266,11 @@ class RunStore:
     # ----- runs ----------------------------------------------------------------------------
 
     def create_run(self, record: RunRecord) -> RunRecord:
-        """Write a new run; Conflict if a run with this id exists (create-only)."""
+        """Write a new run; Conflict if a run with this id exists (create-only).
+
+        The index entry is written behind (after a burst of submissions, shared/write_behind.py);
+        list_runs in this process waits for it, and if the process dies first, the run's first
+        status change writes it (`_sync_index`)."""
         body = record.model_dump_json(exclude={"Steps"}).encode("utf-8")
         container = self._container()
         with translate_storage_errors(f"run '{record.Id}'"):
@@ -263,7 +278,8 @@ class RunStore:
                 container.upload_blob(f"{_run_prefix(record.Id)}/run.json", body, overwrite=False)
             except ResourceExistsError as exc:
                 raise Conflict(f"run '{record.Id}' already exists") from exc
-            container.upload_blob(_index_name(record), b"", overwrite=True, metadata=_index_metadata(record))
+        name, metadata = _index_name(record), _index_metadata(record)
+        _index_writes.submit(lambda: _create_index_entry(container, name, metadata))
         return record
 
     def _read_run(self, run_id: str) -> RunRecord:
@@ -372,6 +388,7 @@ class RunStore:
         """
         if top <= 0:
             return []
+        _index_writes.flush()  # entries of runs this process created are listed at once
 
         def matches(experiment_value, status_value, pipeline_value, endpoint_value=None, tags=None) -> bool:
             return ((experiment is None or experiment_value == experiment)

@@ -22,6 +22,8 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from shared.write_behind import BurstGate
+
 from ..app_loader import FunctionIndex
 from . import history as h
 from .activities import failure_texts, run_async_activity, run_sync_activity
@@ -36,6 +38,10 @@ ACTIVE_STATES = ("Pending", "Running", "Suspended", "ContinuedAsNew")
 TERMINAL_STATES = ("Completed", "Failed", "Terminated", "Canceled")
 CONTROL_TYPES = frozenset({h.EXECUTION_TERMINATED, h.EXECUTION_SUSPENDED, h.EXECUTION_RESUMED})
 SCHEDULING_TYPES = (h.TASK_SCHEDULED, h.TIMER_CREATED, h.SUB_ORCHESTRATION_CREATED)
+# Client starts at START_BURST_RATE per second or more are a burst: their first episodes wait
+# until it ends, or START_MAX_HOLD_SECONDS at most (see DurableEngine._adopt_after_burst).
+START_BURST_RATE = 10.0
+START_MAX_HOLD_SECONDS = 10.0
 
 
 class EngineError(Exception):
@@ -86,6 +92,9 @@ class DurableEngine:
         self._pool: ThreadPoolExecutor | None = None
         self._async_slots: asyncio.Semaphore | None = None
         self._pending_children: list[tuple[Instance, InboxMessage]] = []  # created by the running episode
+        self._held: collections.deque[tuple[float, Instance]] = collections.deque()  # started during a burst
+        self._start_gate = BurstGate(rate=START_BURST_RATE, max_delay=START_MAX_HOLD_SECONDS)
+        self._release_handle: asyncio.TimerHandle | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -96,6 +105,8 @@ class DurableEngine:
 
     def stop(self) -> None:
         self._closed = True
+        if self._release_handle is not None:
+            self._release_handle.cancel()
         for inst in self.active.values():
             for handle in inst.timers.values():
                 handle.cancel()
@@ -159,7 +170,7 @@ class DurableEngine:
         inst = Instance(row=row, history=[])
         if own_batch:
             self.store.commit(batch)
-            self._adopt(inst, [started])
+            self._adopt_after_burst(inst, started)
         else:
             self._pending_children.append((inst, started))
         return instance_id
@@ -202,6 +213,35 @@ class DurableEngine:
         self._queue(inst)
 
     # -- scheduling -------------------------------------------------------------------------------
+    def _adopt_after_burst(self, inst: Instance, started: InboxMessage) -> None:
+        """Run a new instance's first episode now, or, while client starts come in a burst (HTTP
+        submissions at START_BURST_RATE per second or more), once the burst ends or it has waited
+        START_MAX_HOLD_SECONDS. On a small host the runs' storage work would otherwise take the CPU
+        that accepting submissions needs. The instance is committed and active meanwhile: status
+        queries, raised events and terminate work at once, and a crash resumes it like any other."""
+        now = time.monotonic()
+        self._start_gate.arrive(now)
+        self.active[inst.id] = inst
+        inst.inbox.append(started)
+        if not self._held and not self._start_gate.in_burst(now):
+            self._queue(inst)
+            return
+        self._held.append((now, inst))
+        if self._release_handle is None:
+            self._release_handle = self._loop.call_later(self._start_gate.delay(now, now), self._release_held)
+
+    def _release_held(self) -> None:
+        self._release_handle = None
+        now = time.monotonic()
+        while self._held and not self._closed:
+            delay = self._start_gate.delay(self._held[0][0], now)
+            if delay > 0:
+                self._release_handle = self._loop.call_later(delay, self._release_held)
+                return
+            _held_at, inst = self._held.popleft()
+            if self.active.get(inst.id) is inst:
+                self._queue(inst)
+
     def _adopt(self, inst: Instance, inbox: list[InboxMessage]) -> None:
         self.active[inst.id] = inst
         inst.inbox.extend(inbox)

@@ -1,0 +1,118 @@
+"""Writes that may wait while a burst of requests lasts, done on one background thread.
+
+A burst of submissions is CPU-bound on a small host (each storage round trip costs milliseconds
+of client and server CPU), so a write that nobody reads at once is worth doing after the burst:
+`WriteBehind.submit` queues it; the writer does it once writes come slower than BURST_RATE per
+second, or when it has waited MAX_DELAY_SECONDS (so a steady stream of writes still gets done). `flush()`
+does the queued writes now, for a reader in this process that must see them.
+
+Only writes whose loss on a crash is repaired elsewhere belong here (the run index entry: the
+run's first status change writes a missing entry, shared/runs.py `_sync_index`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import logging
+import threading
+import time
+from typing import Callable
+
+log = logging.getLogger("mlpipe.write_behind")
+
+BURST_RATE = 10.0  # arrivals per second (over the last second) from which a burst is on
+MAX_DELAY_SECONDS = 10.0
+POLL_SECONDS = 0.05
+
+
+class BurstGate:
+    """Arrivals at BURST_RATE per second or faster are a burst; work held back during a burst is due
+    when the rate falls below it, or once it has waited `max_delay`. Not thread-safe by itself."""
+
+    def __init__(self, *, rate: float = BURST_RATE, window: float = 1.0, max_delay: float = MAX_DELAY_SECONDS):
+        self.window = window
+        self.threshold = max(1, round(rate * window))
+        self.max_delay = max_delay
+        self._arrivals: collections.deque[float] = collections.deque()
+
+    def arrive(self, now: float) -> None:
+        self._arrivals.append(now)
+        self._trim(now)
+
+    def in_burst(self, now: float) -> bool:
+        self._trim(now)
+        return len(self._arrivals) >= self.threshold
+
+    def delay(self, held_since: float, now: float) -> float:
+        """Seconds to go on holding work held since `held_since` (0: do it now)."""
+        if now - held_since >= self.max_delay or not self.in_burst(now):
+            return 0.0
+        return min(POLL_SECONDS, held_since + self.max_delay - now)
+
+    def _trim(self, now: float) -> None:
+        while self._arrivals and self._arrivals[0] <= now - self.window:
+            self._arrivals.popleft()
+        while len(self._arrivals) > self.threshold:  # only whether the threshold is reached matters
+            self._arrivals.popleft()
+
+
+class WriteBehind:
+    def __init__(self, name: str, gate: BurstGate | None = None):
+        self.name = name
+        self._gate = gate or BurstGate()
+        self._pending: collections.deque[tuple[float, Callable[[], None]]] = collections.deque()
+        self._in_progress = 0
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        atexit.register(self.flush)
+
+    def submit(self, write: Callable[[], None]) -> None:
+        now = time.monotonic()
+        with self._cond:
+            self._pending.append((now, write))
+            self._gate.arrive(now)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name=f"write-behind-{self.name}", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._pending) + self._in_progress
+
+    def flush(self) -> None:
+        """Do every queued write now (in this thread) and wait for the one the writer is doing."""
+        with self._cond:
+            writes = [write for _at, write in self._pending]
+            self._pending.clear()
+            self._in_progress += len(writes)
+        for write in writes:
+            self._do(write)
+        with self._cond:
+            self._cond.wait_for(lambda: self._in_progress == 0, timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if not self._pending:
+                        self._cond.wait()
+                        continue
+                    delay = self._gate.delay(self._pending[0][0], time.monotonic())
+                    if delay <= 0:
+                        break
+                    self._cond.wait(delay)
+                _at, write = self._pending.popleft()
+                self._in_progress += 1
+            self._do(write)
+
+    def _do(self, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except Exception:  # noqa: BLE001 - a deferred write is repaired elsewhere; say so and go on
+            log.warning("deferred %s write failed; it is repaired later", self.name, exc_info=True)
+        finally:
+            with self._cond:
+                self._in_progress -= 1
+                self._cond.notify_all()
