@@ -4,14 +4,18 @@
 
 Status GETs read a finished 10-step run (measured first, on a quiet host). Submissions go to a
 published one-step pipeline that already ran once, so each submitted run starts its orchestration
-and finishes by reuse: what is measured is accepting submissions, not executing steps. Requests
-are bounded in count and go to 127.0.0.1 only.
+and finishes by reuse: what is measured is accepting submissions, not executing steps. While
+submissions come in a burst the host holds the new runs back (up to 10 s) and runs them after it,
+so the benchmark also reports how long after the last submission every submitted run had finished
+("drain"), and the load average, since the machine may be shared. Requests are bounded in count
+and go to 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +26,10 @@ from common import BENCH_KEY, local_stack, machine, timed_run
 from pipeline_overhead import chain, publish
 
 
-async def hammer(url: str, method: str, count: int, concurrency: int, body: dict | None = None) -> list[float]:
+async def hammer(url: str, method: str, count: int, concurrency: int, body: dict | None = None,
+                 run_ids: list[str] | None = None) -> list[float]:
+    """Send `count` requests from `concurrency` clients; latencies in seconds. With `run_ids`, the
+    Id of each answer is collected there."""
     latencies: list[float] = []
     headers = {"x-functions-key": BENCH_KEY}
     queue = asyncio.Queue()
@@ -37,6 +44,8 @@ async def hammer(url: str, method: str, count: int, concurrency: int, body: dict
                 await response.read()
                 if response.status >= 400:
                     raise RuntimeError(f"{method} {url}: {response.status}")
+                if run_ids is not None:
+                    run_ids.append((await response.json())["Id"])
             latencies.append(time.perf_counter() - started)
 
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -50,6 +59,20 @@ def summary(label: str, latencies: list[float], seconds: float) -> str:
     p50 = ordered[len(ordered) // 2] * 1000
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
     return f"| {label} | {len(latencies)} | {len(latencies) / seconds:.0f}/s | {p50:.1f} ms | {p99:.1f} ms |"
+
+
+def wait_until_finished(client, run_ids: list[str], timeout: float = 600) -> None:
+    """Every run in `run_ids` ended (each polled without its steps, as pollers do)."""
+    deadline = time.monotonic() + timeout
+    for run_id in run_ids:
+        while client.get_run(run_id, include_steps=False)["Status"] not in ("Finished", "Failed", "Canceled"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"run {run_id} did not end within {timeout} s")
+            time.sleep(0.05)
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def main() -> None:
@@ -68,11 +91,20 @@ def main() -> None:
         one_step = publish(client, Path(scratch) / "one", chain(1))
         timed_run(client, one_step)  # from now on its step is reused
         submit_url = f"{host.url}/api/pipelines/{one_step}/submit"
+        run_ids: list[str] = []
+        load_before = load_average()
         started = time.perf_counter()
         latencies = asyncio.run(hammer(submit_url, "POST", args.submissions, args.concurrency,
-                                       {"ExperimentName": "load"}))
-        rows.append(summary("POST .../submit", latencies, time.perf_counter() - started))
-    print(f"machine: {machine()}; concurrency {args.concurrency}")
+                                       {"ExperimentName": "load"}, run_ids))
+        submitted = time.perf_counter()
+        rows.append(summary("POST .../submit", latencies, submitted - started))
+        load_after = load_average()
+        wait_until_finished(client, run_ids)
+        drained = time.perf_counter() - submitted
+    print(f"machine: {machine()}; concurrency {args.concurrency}; "
+          f"load average before/after the submissions: {load_before} / {load_after}")
+    print(f"all {len(run_ids)} submitted runs finished {drained:.1f} s after the last submission "
+          f"({len(run_ids) / (submitted - started + drained):.0f} runs/s from first submission to last finish)")
     print("| request | count | throughput | p50 | p99 |")
     print("|---|---|---|---|---|")
     print("\n".join(rows))

@@ -20,6 +20,7 @@ from azure.storage.blob import ContainerClient
 from pydantic import BaseModel, Field
 
 from shared.errors import Conflict, InvalidRequest, NotFound
+from shared.fresh_reads import FreshReads
 from shared.registry import PipelineRegistry
 from shared.runs import StoredRecord, utc_now
 from shared.settings import get_settings
@@ -194,8 +195,11 @@ class EndpointRegistry:
         return self._modify(name, set_it)
 
     def resolve(self, name: str, version: object | None = None, field: str = "PipelineVersion") -> tuple[str, str]:
-        """(pipeline id, version) a submit to this endpoint runs; 409 EndpointDisabled if disabled."""
-        record = self.get(name)
+        """(pipeline id, version) a submit to this endpoint runs; 409 EndpointDisabled if disabled.
+
+        The record is read fresh (a change that completed before this call is seen); concurrent
+        submits to one endpoint share the read (shared/fresh_reads.py)."""
+        record = _current.get((self._container_name or get_settings().system_container, name))
         if record.Status != "Active":
             raise Conflict(f"endpoint '{name}' is disabled; enable it to submit", code="EndpointDisabled")
         chosen = record.DefaultVersion if version is None else normalise_version(version, field)
@@ -204,3 +208,11 @@ class EndpointRegistry:
             raise InvalidRequest(f"{field}: endpoint '{name}' has no version '{chosen}' "
                                  f"(versions: {', '.join(v.Version for v in record.Versions)})")
         return pipeline_id, chosen
+
+
+def _read_endpoint(key: tuple[str, str]) -> EndpointRecord:
+    container, name = key
+    return EndpointRegistry(container).get(name)
+
+
+_current: FreshReads[tuple[str, str], EndpointRecord] = FreshReads(_read_endpoint)
