@@ -29,12 +29,12 @@ from dataclasses import dataclass
 
 from shared import deferred_writes, events
 from shared.compute import get_backend
-from shared.compute.base import DataRef, JobHandle, JobStatus, StepJobRequest
+from shared.compute.base import DataRef, Gate, JobHandle, JobStatus, StepJobRequest, submit_gated
 from shared.errors import NotFound
 from shared.pipelines import PublishedPipeline, get_published
 from shared.redact import redact
 from shared.registry import PipelineRegistry
-from shared.reuse import Holder, ReuseIndex, ReuseRecord
+from shared.reuse import Claim, Holder, ReuseIndex, ReuseRecord
 from shared.run_plan import load_plan, outputs_body, reused_step_record
 from shared.runs import ErrorInfo, OutputRef, RunStore, StepRecord, utc_now
 from shared.settings import get_settings
@@ -153,18 +153,26 @@ def start_step(run_id: str, step_name: str, upstream_outputs: dict | None = None
     planned_error = ctx.plan["steps"][step_name]["error"]
     if planned_error:
         return _finish(ctx, _new_record(ctx), StepStatus.FAILED, {"code": "InputNotFound", "message": planned_error})
-    if ctx.reuse_allowed:
-        # One request: claim the fingerprint, or learn who computed it (reuse) or computes it (wait).
-        claim = ReuseIndex().claim(ctx.fingerprint, run_id, step_name)
-        if claim.reusable is not None:
-            return _reuse(ctx, claim.reusable)
-        if claim.held_by is not None:
-            return _wait_for(ctx, claim.held_by, attempt)
-    else:
+    inputs = _inputs(ctx, upstream_outputs or {})
+    if not ctx.reuse_allowed:
         hit = ReuseIndex().lookup(ctx.fingerprint)
         if hit is not None and hit.run_id == run_id and hit.step == step_name:
             return _reuse(ctx, hit)
-    return _submit(ctx, _inputs(ctx, upstream_outputs or {}), attempt=attempt)
+        return _submit(ctx, inputs, attempt)
+    # One request: claim the fingerprint, or learn who computed it (reuse) or computes it (wait).
+    # It is the gate of the submit: local compute starts the interpreter meanwhile.
+    claims: list[Claim] = []
+
+    def claimed() -> bool:
+        claims.append(ReuseIndex().claim(ctx.fingerprint, run_id, step_name))
+        return claims[-1].ours
+
+    progress = _submit(ctx, inputs, attempt, gate=claimed)
+    if progress is not None:
+        return progress
+    if claims[-1].reusable is not None:
+        return _reuse(ctx, claims[-1].reusable)
+    return _wait_for(ctx, claims[-1].held_by, attempt)
 
 
 def _reuse(ctx: StepContext, hit: ReuseRecord) -> dict:
@@ -214,9 +222,13 @@ def _wait_seconds(ctx: StepContext) -> float:
     return get_settings().local_poll_seconds if ctx.compute_type == "local" else 0.0
 
 
-def _submit(ctx: StepContext, inputs: dict[str, DataRef], attempt: int) -> dict:
+def _submit(ctx: StepContext, inputs: dict[str, DataRef], attempt: int, gate: Gate | None = None) -> dict | None:
+    """Submit and follow the job; None if the gate said no (nothing ran)."""
     backend = get_backend(ctx.compute_type)
-    handle = backend.submit(_job_request(ctx, inputs, attempt))
+    request = _job_request(ctx, inputs, attempt)
+    handle = submit_gated(backend, request, gate) if gate is not None else backend.submit(request)
+    if handle is None:
+        return None
     record = _new_record(ctx, JobHandle=handle.to_dict(), Attempt=attempt)
     _step_started_in_background(ctx, attempt)
     wait = _wait_seconds(ctx)

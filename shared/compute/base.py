@@ -79,6 +79,10 @@ class JobStatus(BaseModel):
         return self.state in TERMINAL_JOB_STATES
 
 
+# Asked once before any of a step's own code runs (the reuse claim); False: do not run the step.
+Gate = Callable[[], bool]
+
+
 @runtime_checkable
 class ComputeBackend(Protocol):
     name: str
@@ -169,3 +173,11 @@ def get_backend(compute_type: str) -> ComputeBackend:
                 raise ComputeError(f"no compute backend for type '{compute_type}' (known: {known})")
             _instances[compute_type] = factory()
         return _instances[compute_type]
+
+
+def submit_gated(backend: ComputeBackend, request: StepJobRequest, gate: Gate) -> JobHandle | None:
+    """Submit unless `gate()` says no (then None). A backend that can start up while the gate is
+    asked (local: its interpreter) takes the gate itself; any other asks it first."""
+    if getattr(backend, "takes_gate", False):
+        return backend.submit(request, gate=gate)
+    return backend.submit(request) if gate() else None

@@ -32,7 +32,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.compute.base import JobHandle, JobStatus, StepJobRequest, parse_metrics, substitute_data_placeholders
+from shared.compute.base import Gate, JobHandle, JobStatus, StepJobRequest, parse_metrics, substitute_data_placeholders
 from shared.datastore import default_datastore, get_datastore
 from shared.errors import ComputeError, InvalidRequest, NotFound
 from shared.redact import is_secret_setting
@@ -79,42 +79,53 @@ def work_dir_for(run_id: str, step: str) -> Path:
 
 class LocalBackend:
     name = BACKEND_NAME
+    takes_gate = True  # its interpreter starts while the gate is asked (submit)
 
     def __init__(self, cancel_grace_seconds: float = 5.0):
         self.cancel_grace_seconds = cancel_grace_seconds
 
     # ----- submit --------------------------------------------------------------------------
 
-    def submit(self, request: StepJobRequest) -> JobHandle:
-        """Stage inputs and start the script. Raises an MlpipeError if an input cannot be staged."""
+    def submit(self, request: StepJobRequest, gate: Gate | None = None) -> JobHandle | None:
+        """Start the script; with a `gate`, None (and nothing of the step ran) if the gate says no.
+
+        The interpreter is started first, waiting on its stdin for the go-ahead (_LAUNCHER), so its
+        start-up (~10 ms) overlaps the gate (the reuse claim: a storage round trip) and the input
+        downloads; none of the step's own code runs before both are done. Raises an MlpipeError if
+        an input cannot be staged (the waiting interpreter is then stopped)."""
         self._stop_previous_attempt(request.run_id, request.step_name)
         work_dir = work_dir_for(request.run_id, request.step_name)
         _wipe(work_dir)
-        input_paths = _stage_inputs(request, work_dir / "inputs")
-        output_dirs = {name: work_dir / "outputs" / check_path_segment(name, "output name")
-                       for name in request.outputs}
-        for folder in output_dirs.values():
-            folder.mkdir(parents=True)
-        arguments = substitute_data_placeholders(request.arguments, input_paths,
-                                                 {n: str(p) for n, p in output_dirs.items()})
-
         handle_id = uuid.uuid4().hex
         log_path = work_dir / "log.txt"
         with open(log_path, "ab") as stdout_sink:
             try:
                 process = subprocess.Popen(
-                    [sys.executable, request.script, *arguments],
+                    [sys.executable, "-c", _LAUNCHER],
                     cwd=work_dir, env=_child_environment(request, work_dir, handle_id),
-                    stdin=subprocess.DEVNULL, stdout=stdout_sink, stderr=subprocess.PIPE,
+                    stdin=subprocess.PIPE, stdout=stdout_sink, stderr=subprocess.PIPE,
                     start_new_session=True,  # its own process group: cancel reaches its children too
                 )
             except OSError as exc:
                 raise ComputeError(f"step '{request.step_name}': could not start the script process "
                                    f"({exc.strerror or type(exc).__name__})") from exc
+        try:
+            go = gate() if gate is not None else True
+            if go:
+                arguments, output_dirs = self._prepare(request, work_dir)
+        except BaseException:
+            _abort(process)
+            raise
+        if not go:
+            _abort(process)
+            return None
         tail: collections.deque = collections.deque(maxlen=STDERR_TAIL_LINES)
         stderr_done, exited = threading.Event(), threading.Event()
         _start_helper(_pump_stderr, process.stderr, log_path, tail, stderr_done)
         _start_helper(_wait_for_exit, process, exited)
+        with contextlib.suppress(BrokenPipeError):  # it died already: poll reports how
+            process.stdin.write(json.dumps([request.script, *arguments]).encode("utf-8"))
+            process.stdin.close()
         handle = JobHandle(backend=BACKEND_NAME, id=handle_id, data={
             "pid": process.pid, "pgid": process.pid, "boot": _BOOT_ID, "workDir": str(work_dir),
             "runId": request.run_id, "step": request.step_name,
@@ -125,6 +136,19 @@ class LocalBackend:
             _jobs[handle_id] = job
             _jobs_by_step[(request.run_id, request.step_name)] = handle_id
         return handle
+
+    @staticmethod
+    def _prepare(request: StepJobRequest, work_dir: Path) -> tuple[list[str], dict[str, Path]]:
+        """Stage the inputs and create the output folders: the script's arguments (with their
+        paths) and the output folders."""
+        input_paths = _stage_inputs(request, work_dir / "inputs")
+        output_dirs = {name: work_dir / "outputs" / check_path_segment(name, "output name")
+                       for name in request.outputs}
+        for folder in output_dirs.values():
+            folder.mkdir(parents=True)
+        arguments = substitute_data_placeholders(request.arguments, input_paths,
+                                                 {n: str(p) for n, p in output_dirs.items()})
+        return arguments, output_dirs
 
     def _stop_previous_attempt(self, run_id: str, step: str) -> None:
         """A re-submitted step (activity retried) must not race its earlier process for the folder."""
@@ -215,6 +239,35 @@ class LocalBackend:
 
 
 # ----- helpers ----------------------------------------------------------------------------
+
+
+# What the step's interpreter runs first: wait for the go-ahead on stdin (the JSON argv, then EOF),
+# put /dev/null in stdin's place, and run the script as `python script.py args` would (__main__,
+# sys.argv, the script's folder first on sys.path). EOF without a go-ahead: exit, having run nothing.
+_LAUNCHER = """\
+import json, os, sys
+go = sys.stdin.buffer.read()
+if not go:
+    os._exit(0)
+_null = os.open(os.devnull, os.O_RDONLY)
+os.dup2(_null, 0)
+os.close(_null)
+sys.argv = json.loads(go)
+sys.path[0] = os.path.dirname(os.path.realpath(sys.argv[0]))
+del go, _null, json
+import runpy
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def _abort(process: subprocess.Popen) -> None:
+    """Stop an interpreter still waiting for its go-ahead (it has run none of the step's code)."""
+    with contextlib.suppress(OSError):
+        process.stdin.close()  # EOF: it exits by itself
+    _kill_group(process.pid, signal.SIGKILL)
+    process.wait()
+    with contextlib.suppress(OSError):
+        process.stderr.close()
 
 
 def _write_result(work_dir: Path, handle_id: str, status: JobStatus) -> None:

@@ -5,7 +5,7 @@ backend that made it."""
 
 from __future__ import annotations
 
-from shared.compute.base import JobHandle, JobStatus, StepJobRequest
+from shared.compute.base import Gate, JobHandle, JobStatus, StepJobRequest, submit_gated
 from shared.compute.local import LocalBackend
 from shared.compute.transfer import BACKEND_NAME as TRANSFER_BACKEND
 from shared.compute.transfer import TransferBackend
@@ -16,10 +16,10 @@ class LocalComputeBackend(LocalBackend):
         super().__init__(**local_options)
         self.transfer = transfer or TransferBackend()
 
-    def submit(self, request: StepJobRequest) -> JobHandle:
+    def submit(self, request: StepJobRequest, gate: Gate | None = None) -> JobHandle | None:
         if request.step_type == "data_transfer":
-            return self.transfer.submit(request)
-        return super().submit(request)
+            return self.transfer.submit(request) if gate is None else submit_gated(self.transfer, request, gate)
+        return super().submit(request, gate)
 
     def poll(self, handle: JobHandle, wait_seconds: float = 0.0) -> JobStatus:
         if handle.backend == TRANSFER_BACKEND:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from shared.compute import DataRef, JobHandle, StepJobRequest, get_backend, parse_metrics
+import shared.compute.local as local_module
 from shared.compute.local import LocalBackend, work_dir_for
 from shared.datastore import default_datastore
 from shared.errors import InvalidRequest, NotFound
@@ -297,3 +298,62 @@ def test_the_hosts_secrets_do_not_reach_the_script(backend, tmp_path, monkeypatc
     assert "HARMLESS_SETTING visible-value" in log and "FROM_DEFINITION yes" in log
     for secret in ("token-value-123456", "registered-secret-987654", "AccountKey", os.environ["AzureWebJobsStorage"]):
         assert secret not in log
+
+
+def test_the_script_runs_as_python_script_py_would_run_it(backend, tmp_path):
+    """The interpreter starts before the go-ahead (launcher); the script must not notice."""
+    script = write_script(tmp_path / "src", """\
+        import os, sys
+        assert __name__ == "__main__", __name__
+        assert os.path.realpath(__file__) == os.path.realpath(sys.argv[0])
+        assert sys.path[0] == os.path.dirname(os.path.realpath(sys.argv[0])), sys.path[0]
+        assert sys.stdin.read() == ""  # stdin is /dev/null, as before
+        print("args", sys.argv[1:])
+        sys.exit(int(sys.argv[2]))
+        """)
+    request = request_for(script, arguments=["--code", "3"])
+    status = wait_done(backend, backend.submit(request))
+    assert status.state == "Failed" and "exited with code 3" in status.error
+    assert "args ['--code', '3']" in RunStore().get_log(request.run_id, "step")
+
+
+def test_a_closed_gate_runs_nothing_and_an_open_one_runs_the_script_once(backend, tmp_path):
+    marker = tmp_path / "ran"
+    script = write_script(tmp_path / "src", f"open({str(marker)!r}, 'a').write('x')\n")
+    asked = []
+
+    def gate(answer):
+        def ask():
+            time.sleep(0.05)  # a storage round trip; the interpreter starts meanwhile
+            asked.append(answer)
+            return answer
+        return ask
+
+    request = request_for(script)
+    assert backend.submit(request, gate=gate(False)) is None
+    assert asked == [False] and not marker.exists()
+    assert not any(job.request.run_id == request.run_id for job in list(local_module._jobs.values()))
+    status = wait_done(backend, backend.submit(request, gate=gate(True)))
+    assert status.state == "Completed" and marker.read_text() == "x"
+
+
+def test_an_input_that_cannot_be_staged_stops_the_waiting_interpreter(backend, tmp_path):
+    script = write_script(tmp_path / "src", "pass\n")
+    before = child_pids()
+    with pytest.raises(NotFound):
+        backend.submit(request_for(script, inputs={"raw": DataRef(path="no/such/data")}), gate=lambda: True)
+    assert child_pids() <= before  # nothing left waiting
+
+
+def child_pids() -> set[int]:
+    """This process's live child processes (from /proc)."""
+    children = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == os.getpid() and fields[0] != "Z":
+                children.add(int(entry.name))
+    return children
