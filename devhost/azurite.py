@@ -75,7 +75,7 @@ def start_azurite(location: Path, blob_port: int = 10000, queue_port: int = 1000
     location.mkdir(parents=True, exist_ok=True)
     table_port = table_port or free_port()
     command = [
-        azurite_executable(), "--silent", "--skipApiVersionCheck", "--loose",
+        azurite_executable(), "--silent", "--skipApiVersionCheck", "--loose", "--disableTelemetry",
         "--location", str(location),
         "--blobHost", "127.0.0.1", "--blobPort", str(blob_port),
         "--queueHost", "127.0.0.1", "--queuePort", str(queue_port),
