@@ -148,6 +148,8 @@ class LocalBackend:
             folder.mkdir(parents=True)
         arguments = substitute_data_placeholders(request.arguments, input_paths,
                                                  {n: str(p) for n, p in output_dirs.items()})
+        if any("\0" in argument for argument in arguments):  # the launcher's separator; no OS passes it either
+            raise InvalidRequest(f"step '{request.step_name}': an argument contains a NUL character")
         return arguments, output_dirs
 
     def _stop_previous_attempt(self, run_id: str, step: str) -> None:

@@ -204,6 +204,9 @@ def test_missing_dataset_and_unknown_placeholder_are_reported(backend, tmp_path)
     with pytest.raises(InvalidRequest) as info:
         backend.submit(request_for(script, arguments=["--x", "{outputs.nope}"]))
     assert "{outputs.nope}" in info.value.message
+    with pytest.raises(InvalidRequest) as info:
+        backend.submit(request_for(script, arguments=["a\0b"]))
+    assert "NUL" in info.value.message
 
 
 def test_registry_and_metric_parsing(storage_env):
