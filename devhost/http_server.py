@@ -13,9 +13,11 @@ import azure.functions as func
 from aiohttp import web
 
 from shared.errors import MlpipeError, NotFound, PayloadTooLarge, Unauthorized
+from shared.write_behind import flush_all
 
 from .app_loader import HttpFunction
 from .auth import KeyChecker
+from .durable import local_client
 from .durable.client_binding import WEBHOOK_PATH
 from .durable.rpc import DurableRpc
 from .invocation import with_context
@@ -55,6 +57,12 @@ async def json_errors(request: web.Request, handler):
         return error_response(InternalError("The host failed to process the request; see the host log."))
 
 
+async def _flush_deferred_writes(_app: web.Application) -> None:
+    """On stop, while storage is still up: writes the app deferred past a burst (shared/write_behind.py)."""
+    if not await asyncio.to_thread(flush_all, 10.0):
+        log.warning("deferred writes were still running after 10 s; they are repaired when their runs go on")
+
+
 class Route:
     def __init__(self, function: HttpFunction):
         self.function = function
@@ -75,10 +83,13 @@ class HttpFrontEnd:
         self.binding_json = binding_json
         self.rpc = rpc
         self.pool = pool
+        if rpc is not None:
+            local_client.install(rpc, binding_json)
 
     def application(self) -> web.Application:
         # client_max_size is a backstop; _read_body answers 413 itself
         app = web.Application(client_max_size=self.max_request_bytes + 1, middlewares=[json_errors])
+        app.on_cleanup.append(_flush_deferred_writes)
         app.router.add_route("*", WEBHOOK_PATH + "/{tail:.*}", self._webhook)
         app.router.add_route("*", "/{path:.*}", self._dispatch)
         return app

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable
 
 import azure.functions as func
@@ -87,6 +89,13 @@ def api_handler(handler: Callable[..., func.HttpResponse | Awaitable[func.HttpRe
     return wrapper
 
 
+# Blocking work of async handlers (storage calls) runs here rather than on the loop's default
+# executor (cpu count + 4 threads): with more threads in flight, concurrent submits share more of
+# their pipeline status reads (shared/fresh_reads.py); they mostly wait on storage, not the GIL.
+_blocking = ThreadPoolExecutor(max_workers=32, thread_name_prefix="mlpipe-http")
+
+
 async def in_thread(function: Callable[..., Any], *args, **kwargs) -> Any:
     """Run blocking work (storage calls) off the event loop that the Durable client needs."""
-    return await asyncio.to_thread(function, *args, **kwargs)
+    call = functools.partial(contextvars.copy_context().run, function, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(_blocking, call)

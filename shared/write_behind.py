@@ -4,7 +4,8 @@ A burst of submissions is CPU-bound on a small host (each storage round trip cos
 of client and server CPU), so a write that nobody reads at once is worth doing after the burst:
 `WriteBehind.submit` queues it; the writer does it once writes come slower than BURST_RATE per
 second, or when it has waited MAX_DELAY_SECONDS (so a steady stream of writes still gets done). `flush()`
-does the queued writes now, for a reader in this process that must see them.
+does the queued writes now, for a reader in this process that must see them; `flush_all()` does
+every queued write of the process (a host calls it when it stops, while storage is still there).
 
 Only writes whose loss on a crash is repaired elsewhere belong here (the run index entry: the
 run's first status change writes a missing entry, shared/runs.py `_sync_index`).
@@ -12,7 +13,6 @@ run's first status change writes a missing entry, shared/runs.py `_sync_index`).
 
 from __future__ import annotations
 
-import atexit
 import collections
 import logging
 import threading
@@ -65,7 +65,8 @@ class WriteBehind:
         self._in_progress = 0
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
-        atexit.register(self.flush)
+        with _instances_lock:
+            _instances.append(self)
 
     def submit(self, write: Callable[[], None]) -> None:
         now = time.monotonic()
@@ -82,13 +83,21 @@ class WriteBehind:
             return len(self._pending) + self._in_progress
 
     def flush(self) -> None:
-        """Do every queued write now (in this thread) and wait for the one the writer is doing."""
+        """Do every queued write now (in this thread) and wait for the one the writer is doing.
+
+        After a failed write (storage unreachable: the SDK has retried already) the rest stay
+        queued for the writer thread instead of each failing slowly here."""
         with self._cond:
-            writes = [write for _at, write in self._pending]
+            writes = list(self._pending)
             self._pending.clear()
             self._in_progress += len(writes)
-        for write in writes:
-            self._do(write)
+        for index, (_at, write) in enumerate(writes):
+            if not self._do(write):
+                with self._cond:
+                    self._pending.extendleft(reversed(writes[index + 1:]))
+                    self._in_progress -= len(writes) - index - 1
+                    self._cond.notify_all()
+                return
         with self._cond:
             self._cond.wait_for(lambda: self._in_progress == 0, timeout=30)
 
@@ -107,12 +116,29 @@ class WriteBehind:
                 self._in_progress += 1
             self._do(write)
 
-    def _do(self, write: Callable[[], None]) -> None:
+    def _do(self, write: Callable[[], None]) -> bool:
         try:
             write()
-        except Exception:  # noqa: BLE001 - a deferred write is repaired elsewhere; say so and go on
-            log.warning("deferred %s write failed; it is repaired later", self.name, exc_info=True)
+            return True
+        except Exception as error:  # noqa: BLE001 - a deferred write is repaired elsewhere; say so, go on
+            log.warning("deferred %s write failed (%s); it is repaired later", self.name, error)
+            return False
         finally:
             with self._cond:
                 self._in_progress -= 1
                 self._cond.notify_all()
+
+
+_instances: list[WriteBehind] = []
+_instances_lock = threading.Lock()
+
+
+def flush_all(timeout: float = 10.0) -> bool:
+    """Flush every WriteBehind of this process, giving up after `timeout` seconds; True if all done."""
+    with _instances_lock:
+        instances = list(_instances)
+    worker = threading.Thread(target=lambda: [instance.flush() for instance in instances],
+                              name="write-behind-flush", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return not worker.is_alive()

@@ -40,7 +40,7 @@ CONTROL_TYPES = frozenset({h.EXECUTION_TERMINATED, h.EXECUTION_SUSPENDED, h.EXEC
 SCHEDULING_TYPES = (h.TASK_SCHEDULED, h.TIMER_CREATED, h.SUB_ORCHESTRATION_CREATED)
 # Client starts at START_BURST_RATE per second or more are a burst: their first episodes wait
 # until it ends, or START_MAX_HOLD_SECONDS at most (see DurableEngine._adopt_after_burst).
-START_BURST_RATE = 10.0
+START_BURST_RATE = 5.0
 START_MAX_HOLD_SECONDS = 10.0
 
 

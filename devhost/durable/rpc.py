@@ -27,11 +27,30 @@ def _flag(query, name: str, default: bool = False) -> bool:
     return default if value is None else value.strip().lower() == _TRUE
 
 
-def _error(status: int, message: str, exception_message: str | None = None) -> web.Response:
+def error_body(status: int, message: str, exception_message: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"Message": message}
     if exception_message:
         body["ExceptionMessage"] = exception_message
-    return web.json_response(body, status=status)
+    return body
+
+
+def _error(status: int, message: str, exception_message: str | None = None) -> web.Response:
+    return web.json_response(error_body(status, message, exception_message), status=status)
+
+
+def engine_error_body(exc: EngineError) -> dict[str, Any]:
+    """What the extension answers for a refused management call (the SDK reads ExceptionMessage on a 400)."""
+    if exc.status == 400:
+        return error_body(400, "One or more of the arguments submitted is incorrect", exc.message)
+    return error_body(exc.status, exc.message)
+
+
+def start_input_text(decoded: Any) -> str | None:
+    """The instance input from a start body: the Python SDK posts json=df_dumps(input), i.e. the
+    input's JSON text as a JSON string."""
+    if decoded is None:
+        return None
+    return decoded if isinstance(decoded, str) else json.dumps(decoded)
 
 
 def _date_filter(text: str | None) -> str | None:
@@ -81,21 +100,18 @@ class DurableRpc:
                 return _error(404, "Durable entities are not supported by the mlpipe devhost")
             return _error(404, "Not found")
         except EngineError as exc:
-            if exc.status == 400:
-                return _error(400, "One or more of the arguments submitted is incorrect", exc.message)
-            return _error(exc.status, exc.message)
+            return web.json_response(engine_error_body(exc), status=exc.status)
 
     async def _start(self, request: web.Request, name: str, instance_id: str | None) -> web.Response:
         raw = await request.read()
-        input_text = None
+        decoded = None
         if raw:
             try:
                 decoded = json.loads(raw)
             except ValueError:
                 return _error(400, "Invalid JSON content")
-            # The Python SDK posts json=df_dumps(input), i.e. the input's JSON text as a JSON string.
-            input_text = decoded if isinstance(decoded, str) else json.dumps(decoded)
-        instance_id = self.engine.start_new(name, instance_id or None, input_text, request.query.get("version"))
+        instance_id = self.engine.start_new(name, instance_id or None, start_input_text(decoded),
+                                            request.query.get("version"))
         timeout = request.query.get("timeout")
         if timeout:
             interval = float(request.query.get("pollingInterval") or 1)
