@@ -65,7 +65,7 @@ def _read_current(pipeline_id: str) -> PublishedPipeline:
         cached = _cache.get(pipeline_id)
     if cached is not None and cached.record.etag is not None and registry.etag(pipeline_id) == cached.record.etag:
         return cached
-    return remember(registry.get(pipeline_id))
+    return from_record(registry.get(pipeline_id))  # Status changed: the definition did not
 
 
 _current = FreshReads(_read_current)
