@@ -167,7 +167,12 @@ def start_step(run_id: str, step_name: str, upstream_outputs: dict | None = None
         claims.append(ReuseIndex().claim(ctx.fingerprint, run_id, step_name))
         return claims[-1].ours
 
-    progress = _submit(ctx, inputs, attempt, gate=claimed)
+    try:
+        progress = _submit(ctx, inputs, attempt, gate=claimed)
+    except Exception:
+        if claims and claims[-1].ours:  # e.g. an input could not be staged: let other runs try
+            _release(ctx)
+        raise
     if progress is not None:
         return progress
     if claims[-1].reusable is not None:
