@@ -24,6 +24,7 @@ import aiohttp
 
 from common import BENCH_KEY, local_stack, machine, timed_run
 from pipeline_overhead import chain, publish
+from shared.statuses import RunStatus
 
 
 async def hammer(url: str, method: str, count: int, concurrency: int, body: dict | None = None,
@@ -65,7 +66,7 @@ def wait_until_finished(client, run_ids: list[str], timeout: float = 600) -> Non
     """Every run in `run_ids` ended (each polled without its steps, as pollers do)."""
     deadline = time.monotonic() + timeout
     for run_id in run_ids:
-        while client.get_run(run_id, include_steps=False)["Status"] not in ("Finished", "Failed", "Canceled"):
+        while not RunStatus(client.get_run(run_id, include_steps=False)["Status"]).is_terminal:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"run {run_id} did not end within {timeout} s")
             time.sleep(0.05)
