@@ -72,6 +72,33 @@ def wait_until_finished(client, run_ids: list[str], timeout: float = 600) -> Non
             time.sleep(0.05)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes so far (Linux /proc; 0 where unreadable)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+def azurite_pids(env: dict) -> list[int]:
+    """The Azurite (node) serving this stack's blob port, found in /proc by its command line."""
+    port = env["AzureWebJobsStorage"].split("BlobEndpoint=http://127.0.0.1:")[1].split("/")[0]
+    found = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"node") and f"--blobPort\0{port}".encode() in b"\0".join(argv):
+            found.append(int(entry.name))
+    return found
+
+
 def load_average() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
@@ -83,7 +110,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
     rows = []
-    with tempfile.TemporaryDirectory() as scratch, local_stack() as (client, _env, host):
+    with tempfile.TemporaryDirectory() as scratch, local_stack() as (client, env, host):
         status_run = timed_run(client, publish(client, Path(scratch) / "status", chain(10)))[1]
         get_url = f"{host.url}/api/runs/{status_run['Id']}"
         started = time.perf_counter()
@@ -94,16 +121,21 @@ def main() -> None:
         submit_url = f"{host.url}/api/pipelines/{one_step}/submit"
         run_ids: list[str] = []
         load_before = load_average()
+        processes = {"host": [host.process.pid], "Azurite": azurite_pids(env)}
+        cpu_before = {name: cpu_seconds(pids) for name, pids in processes.items()}
         started = time.perf_counter()
         latencies = asyncio.run(hammer(submit_url, "POST", args.submissions, args.concurrency,
                                        {"ExperimentName": "load"}, run_ids))
         submitted = time.perf_counter()
+        cpu_used = {name: cpu_seconds(pids) - cpu_before[name] for name, pids in processes.items()}
         rows.append(summary("POST .../submit", latencies, submitted - started))
         load_after = load_average()
         wait_until_finished(client, run_ids)
         drained = time.perf_counter() - submitted
     print(f"machine: {machine()}; concurrency {args.concurrency}; "
           f"load average before/after the submissions: {load_before} / {load_after}")
+    print("CPU per submission while submitting (less sensitive than throughput to other load on the machine): "
+          + ", ".join(f"{name} {seconds / len(run_ids) * 1000:.1f} ms" for name, seconds in cpu_used.items()))
     print(f"all {len(run_ids)} submitted runs finished {drained:.1f} s after the last submission "
           f"({len(run_ids) / (submitted - started + drained):.0f} runs/s from first submission to last finish)")
     print("| request | count | throughput | p50 | p99 |")
