@@ -57,6 +57,28 @@ class BurstGate:
             self._arrivals.popleft()
 
 
+class CpuMeter:
+    """This process's CPU use over about the last `window` seconds, as a share of one CPU (Python
+    code of one process runs one thread at a time, so ~1.0 is saturated). Not thread-safe."""
+
+    def __init__(self, window: float = 1.0, clock: Callable[[], float] = time.process_time):
+        self.window = window
+        self._clock = clock
+        self._samples: collections.deque[tuple[float, float]] = collections.deque()
+
+    def share(self, now: float) -> float:
+        """The share since the last sample at least `window` old; 1.0 (busy) while there is no
+        such sample spanning window/4 to 2 windows (just started, or idle for a while), so that
+        callers asking with each arrival catch a burst from its start."""
+        self._samples.append((now, self._clock()))
+        while len(self._samples) > 1 and self._samples[1][0] <= now - self.window:
+            self._samples.popleft()
+        (since, used_then), (_now, used) = self._samples[0], self._samples[-1]
+        if not self.window / 4 <= now - since <= 2 * self.window:
+            return 1.0
+        return (used - used_then) / (now - since)
+
+
 class WriteBehind:
     def __init__(self, name: str, gate: BurstGate | None = None):
         self.name = name

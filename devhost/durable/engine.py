@@ -22,7 +22,7 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from shared.write_behind import BurstGate
+from shared.write_behind import POLL_SECONDS, BurstGate, CpuMeter
 
 from ..app_loader import FunctionIndex
 from . import history as h
@@ -38,9 +38,11 @@ ACTIVE_STATES = ("Pending", "Running", "Suspended", "ContinuedAsNew")
 TERMINAL_STATES = ("Completed", "Failed", "Terminated", "Canceled")
 CONTROL_TYPES = frozenset({h.EXECUTION_TERMINATED, h.EXECUTION_SUSPENDED, h.EXECUTION_RESUMED})
 SCHEDULING_TYPES = (h.TASK_SCHEDULED, h.TIMER_CREATED, h.SUB_ORCHESTRATION_CREATED)
-# Client starts at START_BURST_RATE per second or more are a burst: their first episodes wait
-# until it ends, or START_MAX_HOLD_SECONDS at most (see DurableEngine._adopt_after_burst).
+# Client starts at START_BURST_RATE per second or more, while this process is busy (over
+# START_BUSY_SHARE of a CPU in the last second), are a burst: their first episodes wait until it
+# ends, or START_MAX_HOLD_SECONDS at most (see DurableEngine._adopt_after_burst).
 START_BURST_RATE = 5.0
+START_BUSY_SHARE = 0.5
 START_MAX_HOLD_SECONDS = 10.0
 
 
@@ -94,6 +96,7 @@ class DurableEngine:
         self._pending_children: list[tuple[Instance, InboxMessage]] = []  # created by the running episode
         self._held: collections.deque[tuple[float, Instance]] = collections.deque()  # started during a burst
         self._start_gate = BurstGate(rate=START_BURST_RATE, max_delay=START_MAX_HOLD_SECONDS)
+        self._cpu_meter = CpuMeter()
         self._release_handle: asyncio.TimerHandle | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -223,18 +226,25 @@ class DurableEngine:
         self._start_gate.arrive(now)
         self.active[inst.id] = inst
         inst.inbox.append(started)
-        if not self._held and not self._start_gate.in_burst(now):
+        if not self._held and self._hold_delay(now, now) == 0:
             self._queue(inst)
             return
         self._held.append((now, inst))
         if self._release_handle is None:
-            self._release_handle = self._loop.call_later(self._start_gate.delay(now, now), self._release_held)
+            self._release_handle = self._loop.call_later(POLL_SECONDS, self._release_held)
+
+    def _hold_delay(self, held_since: float, now: float) -> float:
+        """Seconds to go on holding a first episode held since `held_since` (0: run it now). A
+        moderate stream of starts on an idle host is not held: holding would only add latency."""
+        if self._cpu_meter.share(now) < START_BUSY_SHARE:
+            return 0.0
+        return self._start_gate.delay(held_since, now)
 
     def _release_held(self) -> None:
         self._release_handle = None
         now = time.monotonic()
         while self._held and not self._closed:
-            delay = self._start_gate.delay(self._held[0][0], now)
+            delay = self._hold_delay(self._held[0][0], now)
             if delay > 0:
                 self._release_handle = self._loop.call_later(delay, self._release_held)
                 return

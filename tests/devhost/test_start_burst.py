@@ -1,5 +1,6 @@
-"""Client starts that come in a burst: their first episodes wait for the burst to end (so accepting
-work is not starved by doing it), every instance still runs, and a crash loses none of them."""
+"""Client starts that come in a burst (their first episodes may wait for it to end, so accepting work
+is not starved by doing it): every instance still runs, and a crash loses none of them. Which
+starts are held is tested in-process (test_local_client.py), where the CPU reading is controlled."""
 
 from __future__ import annotations
 
@@ -17,9 +18,8 @@ def start_burst(api, prefix: str) -> list[str]:
     return ids
 
 
-def test_a_burst_of_starts_is_held_then_every_instance_runs(api):
+def test_every_instance_of_a_burst_of_starts_runs(api):
     ids = start_burst(api, f"burst-{uuid.uuid4().hex[:8]}")
-    assert api.status(ids[-1])["runtimeStatus"] == "Pending"  # held: the burst has only just ended
     for instance_id in ids:
         assert api.wait(instance_id)["output"] == [f"Hello {instance_id}"]
 
@@ -27,7 +27,7 @@ def test_a_burst_of_starts_is_held_then_every_instance_runs(api):
 def test_a_held_instance_takes_events_and_terminate_at_once(api):
     ids = start_burst(api, f"held-{uuid.uuid4().hex[:8]}")
     waiting = f"wait-{uuid.uuid4().hex[:8]}"
-    assert api.start("wait_event", instance_id=waiting).status_code == 202  # held behind the burst
+    assert api.start("wait_event", instance_id=waiting).status_code == 202  # possibly held behind the burst
     api.session.post(f"{api.host.url}/api/raise/{waiting}/approve", json="now", timeout=10)
     assert api.wait(waiting, timeout=5)["output"] == {"approved": '"now"'}
     for instance_id in ids:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from shared.write_behind import BurstGate, WriteBehind, flush_all
+from shared.write_behind import BurstGate, CpuMeter, WriteBehind, flush_all
 
 
 def test_a_burst_is_on_from_the_threshold_rate_and_ends_when_arrivals_slow_down():
@@ -82,3 +82,28 @@ def test_flush_all_flushes_every_instance():
     second.submit(lambda: done.append("b"))
     assert flush_all(timeout=5)
     assert sorted(done) == ["a", "b"]
+
+
+class FakeCpu:
+    """A process CPU clock the test moves by hand."""
+
+    def __init__(self):
+        self.used = 0.0
+
+    def __call__(self) -> float:
+        return self.used
+
+
+def test_cpu_meter_reports_the_share_of_one_cpu_over_the_last_window():
+    cpu = FakeCpu()
+    meter = CpuMeter(window=1.0, clock=cpu)
+    assert meter.share(100.0) == 1.0  # nothing to compare with yet: counted as busy
+    for step in range(1, 21):  # 2 s at 30 % of a CPU
+        cpu.used += 0.03
+        share = meter.share(100.0 + step * 0.1)
+    assert abs(share - 0.3) < 0.01
+    for step in range(21, 31):  # then 1 s at 90 %
+        cpu.used += 0.09
+        share = meter.share(100.0 + step * 0.1)
+    assert abs(share - 0.9) < 0.01
+    assert meter.share(160.0) == 1.0  # after a long quiet spell it cannot tell yet
