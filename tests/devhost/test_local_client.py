@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -25,7 +26,17 @@ SAMPLE_APP = Path(__file__).resolve().parent / "sample_app"
 
 @functools.lru_cache(maxsize=1)
 def sample_index():
-    return load_app(SAMPLE_APP)  # an app registers its functions once per process
+    """Loaded once (an app registers its functions once per process); the sample's `function_app`
+    module and folder are then taken off sys.modules and sys.path again, so tests that import the
+    repository's own function_app.py in the same process get that one."""
+    saved_module, saved_path = sys.modules.pop("function_app", None), list(sys.path)
+    try:
+        return load_app(SAMPLE_APP)
+    finally:
+        sys.path[:] = saved_path
+        sys.modules.pop("function_app", None)
+        if saved_module is not None:
+            sys.modules["function_app"] = saved_module
 
 
 @contextlib.asynccontextmanager
