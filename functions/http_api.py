@@ -170,7 +170,8 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="runs/{run_id}", methods=["GET"])
 @api_handler
 def get_run(req: func.HttpRequest) -> func.HttpResponse:
-    return json_response(control.get_run(req.route_params["run_id"], req.params.get("includeSteps", "true")))
+    return json_response(control.get_run(req.route_params["run_id"], req.params.get("includeSteps", "true"),
+                                         req.params.get("waitSeconds")))
 
 
 @bp.route(route="runs/{run_id}/cancel", methods=["POST"])

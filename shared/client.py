@@ -122,6 +122,9 @@ class RunPoller:
         return self._current
 
 
+LONG_POLL_SECONDS = 20.0  # one waiting request at a time (the host allows up to 30)
+
+
 class PipelineClient:
     def __init__(self, endpoint: str = DEFAULT_HOST, credential: Any = None, timeout: float = 60.0, *,
                  key: str | None = None):
@@ -294,8 +297,10 @@ class PipelineClient:
         self.request("DELETE", f"/api/schedules/{_quote(name)}")
 
     # --- runs ------------------------------------------------------------------------------
-    def get_run(self, run_id: str, *, include_steps: bool = True) -> Run:
-        query = None if include_steps else {"includeSteps": "false"}
+    def get_run(self, run_id: str, *, include_steps: bool = True, wait_seconds: float | None = None) -> Run:
+        """The run; with `wait_seconds` (up to 30) the host answers once it has ended or that long has passed."""
+        query = {"includeSteps": None if include_steps else "false",
+                 "waitSeconds": None if wait_seconds is None else f"{wait_seconds:g}"}
         return self._typed(Run, "GET", f"/api/runs/{_quote(run_id)}", query=query)
 
     def list_runs(self, *, experiment: str | None = None, status: str | None = None,
@@ -327,21 +332,27 @@ class PipelineClient:
 
     def wait_for_run(self, run_id: str, *, poll_seconds: float = 0.25, timeout: float | None = None,
                      on_update: Callable[[Run], None] | None = None) -> Run:
-        """Poll the run until it is terminal; `on_update(run)` sees every poll (with its steps).
+        """Wait until the run is terminal; `on_update(run)` sees every poll (with its steps).
 
-        Without `on_update` the polls read the run alone (cheap for a run of any size) and the
-        run with its steps is fetched once, at the end.
+        Without `on_update` the host is asked to answer when the run ends (`waitSeconds`, a long
+        poll reading the run alone), and the run with its steps is fetched once, at the end.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            run = self.get_run(run_id, include_steps=on_update is not None)
+            started = time.monotonic()
             if on_update:
+                run = self.get_run(run_id)
                 on_update(run)
+            else:
+                wait = min(LONG_POLL_SECONDS, self.timeout / 2)  # well within this client's request timeout
+                if deadline is not None:
+                    wait = min(wait, max(0.0, deadline - started))
+                run = self.get_run(run_id, include_steps=False, wait_seconds=round(wait, 1))
             if RunStatus(run.Status).is_terminal:
                 return run if on_update else self.get_run(run_id)
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {run_id} still {run.Status} after {timeout:.0f}s")
-            time.sleep(poll_seconds)
+            time.sleep(max(0.0, poll_seconds - (time.monotonic() - started)))  # an older host answers at once
 
 
 def to_plain(value: Any) -> Any:

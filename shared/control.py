@@ -10,13 +10,14 @@ import copy
 
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared import __version__
+from shared import __version__, run_watch
 from shared.api_models import (
     MAX_TAG_KEY,
     MAX_TAG_VALUE,
@@ -314,19 +315,47 @@ def _run_ttl(body: dict) -> float:
     return ENDED_RUN_TTL_SECONDS if RunStatus(body["Status"]).is_terminal else 0.0
 
 
-def get_run(run_id: str, include_steps: str | bool = True) -> dict:
+def get_run(run_id: str, include_steps: str | bool = True, wait_seconds: str | float | None = None) -> dict:
     """The run with its steps; polled often, so served from a short-lived cache (shared/read_cache.py).
 
     `include_steps=false` reads the run record alone (one storage read, whatever the number of
     steps): what a client polling for the end of a large run needs. Steps is then an empty list.
+    `wait_seconds` (up to 30): answer once the run has ended or that long has passed, whichever
+    comes first (shared/run_watch.py) — one request instead of many polls.
     """
     if str(include_steps).lower() not in ("true", "false"):
         raise InvalidRequest(f"includeSteps: expected true or false, got {include_steps!r}")
+    wait = _wait_seconds(wait_seconds)
+    if wait:
+        _wait_until_ended(run_id, wait)
     if str(include_steps).lower() == "false":
         body = RunStore().get_run(run_id, with_steps=False).to_api()
         body["Steps"] = []
         return body
     return copy.deepcopy(_run_reads.get_or_load(run_id, lambda: _read_run(run_id), _run_ttl))
+
+
+def _wait_seconds(value: str | float | None) -> float:
+    if value is None or value == "":
+        return 0.0
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not 0 <= seconds <= run_watch.MAX_WAIT_SECONDS:  # also refuses nan
+        raise InvalidRequest(f"waitSeconds: expected a number of seconds from 0 to "
+                             f"{run_watch.MAX_WAIT_SECONDS:g}, got {value!r}")
+    return seconds
+
+
+def _wait_until_ended(run_id: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    store = RunStore()
+    while not RunStatus(store.get_run(run_id, with_steps=False).Status).is_terminal:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        run_watch.wait_ended_here(run_id, min(remaining, run_watch.RECHECK_SECONDS))
 
 
 def list_runs(experiment: str | None = None, status: str | None = None, pipeline_id: str | None = None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from shared import deferred_writes, events
+from shared import deferred_writes, events, run_watch
 from shared.errors import NotFound
 from shared.redact import redact
 from shared.runs import ErrorInfo, OutputRef, RunRecord, RunStore, StepRecord, utc_now
@@ -103,6 +103,7 @@ def mark_run_finished(run_id: str, status: str, failed_steps: list[str],
         return run
 
     run = store.modify_run(run_id, finish)
+    run_watch.mark_ended(run_id)  # requests waiting on this run here answer now
     events.run_ended(run)
     return {"status": run.Status}
 

@@ -228,3 +228,22 @@ def test_run_can_be_read_without_its_steps_for_cheap_polling(client, tmp_path, u
     with pytest.raises(ApiError) as caught:
         client.request("GET", f"/api/runs/{run['Id']}", query={"includeSteps": "maybe"})
     assert caught.value.status == 400 and "includeSteps" in caught.value.api_message
+
+
+def test_a_waiting_read_answers_when_the_run_ends(client, tmp_path, uploaded):
+    definition = diamond(tmp_path / "marker", "longpoll")
+    definition["parameters"]["sleep_prep"] = 1.0
+    definition["steps"][0] = step("prep", inputs={"raw": "datasets.raw"}, outputs=["clean"], sleep_param=True)
+    pipeline = publish(client, write_pipeline(tmp_path / "p", definition))
+    run_id = client.submit(pipeline["Id"], "itest")["Id"]
+    # Still running after half a second: the answer comes when the wait is over, not finished.
+    early = client.request("GET", f"/api/runs/{run_id}", query={"includeSteps": "false", "waitSeconds": "0.5"})
+    assert early["Status"] in ("Queued", "Running")
+    # A long wait is answered when the run ends, well before it is over.
+    started = time.monotonic()
+    done = client.request("GET", f"/api/runs/{run_id}", query={"includeSteps": "false", "waitSeconds": "30"})
+    assert done["Status"] == "Finished" and time.monotonic() - started < 25
+    for bad in ("soon", "-1", "31", "nan"):
+        with pytest.raises(ApiError) as caught:
+            client.request("GET", f"/api/runs/{run_id}", query={"waitSeconds": bad})
+        assert caught.value.status == 400 and "waitSeconds" in caught.value.api_message
