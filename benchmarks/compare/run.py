@@ -70,7 +70,7 @@ def run_mlpipe(chain_n: int, fanout_m: int) -> dict:
             "chain": chain_seconds, "fanout": fan_seconds, "warm_up": warm_up_seconds,
             "chain_n": chain_n, "fanout_m": fanout_m,
             "config": "local host + Azurite, local compute; HTTP submit to Finished as benchmarks/common.py's "
-                      "timed_run polls it; "
+                      "timed_run waits for it (the long poll of PipelineClient.wait_for_run); "
                       "steps run `python noop.py <step name>` with the project venv"}
 
 
