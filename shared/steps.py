@@ -231,7 +231,7 @@ def _submit(ctx: StepContext, inputs: dict[str, DataRef], attempt: int, gate: Ga
     """Submit and follow the job; None if the gate said no (nothing ran)."""
     backend = get_backend(ctx.compute_type)
     request = _job_request(ctx, inputs, attempt)
-    handle = submit_gated(backend, request, gate) if gate is not None else backend.submit(request)
+    handle = submit_gated(backend, request, gate)
     if handle is None:
         return None
     record = _new_record(ctx, JobHandle=handle.to_dict(), Attempt=attempt)

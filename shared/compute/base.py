@@ -175,9 +175,11 @@ def get_backend(compute_type: str) -> ComputeBackend:
         return _instances[compute_type]
 
 
-def submit_gated(backend: ComputeBackend, request: StepJobRequest, gate: Gate) -> JobHandle | None:
-    """Submit unless `gate()` says no (then None). A backend that can start up while the gate is
-    asked (local: its interpreter) takes the gate itself; any other asks it first."""
+def submit_gated(backend: ComputeBackend, request: StepJobRequest, gate: Gate | None) -> JobHandle | None:
+    """Submit unless `gate()` says no (then None; no gate: always submit). A backend that can start up
+    while the gate is asked (local: its interpreter) takes the gate itself; any other asks it first."""
+    if gate is None:
+        return backend.submit(request)
     if getattr(backend, "takes_gate", False):
         return backend.submit(request, gate=gate)
     return backend.submit(request) if gate() else None

@@ -18,7 +18,7 @@ class LocalComputeBackend(LocalBackend):
 
     def submit(self, request: StepJobRequest, gate: Gate | None = None) -> JobHandle | None:
         if request.step_type == "data_transfer":
-            return self.transfer.submit(request) if gate is None else submit_gated(self.transfer, request, gate)
+            return submit_gated(self.transfer, request, gate)
         return super().submit(request, gate)
 
     def poll(self, handle: JobHandle, wait_seconds: float = 0.0) -> JobStatus:
