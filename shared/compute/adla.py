@@ -39,13 +39,13 @@ from shared.compute.remote import (
     job_uuid,
     output_uris,
     refusal_status,
+    remote_log,
     save_log,
     submit_or_refuse,
 )
 from shared.credentials import AUTH_KEYS, azure_credential
-from shared.errors import ComputeError, InvalidRequest, NotFound, TransientError
+from shared.errors import ComputeError, InvalidRequest, TransientError
 from shared.redact import redact
-from shared.runs import RunStore
 
 log = logging.getLogger("mlpipe.compute.adla")
 
@@ -171,14 +171,12 @@ class AdlaBackend:
         client.cancel(f"/Jobs/{handle.id}/CancelJob", f"ADLA cancel of job {handle.id}")
 
     def fetch_logs(self, handle: JobHandle) -> str:
-        if refusal_status(handle) is not None:
-            return f"submit refused: {refusal_status(handle).error}\n"
-        try:
-            return RunStore().get_log(handle.data.get("runId", ""), handle.data.get("step", ""))
-        except NotFound:
+        def live() -> str:
             client = self._client(handle.data.get("compute", {}), handle.data.get("computeName", ""))
             job = client.call("GET", f"/Jobs/{handle.id}", f"ADLA job {handle.id}", ok_missing=True)[1]
             return _log_text(handle.id, job) if job else ""
+
+        return remote_log(handle, live)
 
 
 def _usql_string(value: str) -> str:

@@ -40,12 +40,11 @@ from collections.abc import Mapping
 from shared.compute.azure_rest import JsonRestClient, ServiceError
 from shared.compute.base import DATA_PLACEHOLDER, JobHandle, JobStatus, StepJobRequest, parse_metrics
 from shared.compute.client_cache import ClientCache
-from shared.compute.remote import commit_written_outputs, refusal_status, save_log, submit_or_refuse
+from shared.compute.remote import commit_written_outputs, refusal_status, remote_log, save_log, submit_or_refuse
 from shared.credentials import AUTH_KEYS, azure_credential
 from shared.datastore import DEFAULT_DATASTORE, default_datastore, get_datastore
 from shared.errors import ComputeError, InvalidRequest, NotFound, TransientError
 from shared.redact import redact
-from shared.runs import RunStore
 
 log = logging.getLogger("mlpipe.compute.aml")
 
@@ -324,12 +323,7 @@ class AmlBackend:
         client.cancel(f"{path}/cancel", f"Azure ML cancel of job {handle.id}")
 
     def fetch_logs(self, handle: JobHandle) -> str:
-        if refusal_status(handle) is not None:
-            return f"submit refused: {refusal_status(handle).error}\n"
-        try:
-            return RunStore().get_log(handle.data.get("runId", ""), handle.data.get("step", ""))
-        except NotFound:
-            return self._job_log(handle)[0]
+        return remote_log(handle, lambda: self._job_log(handle)[0])
 
 
 # ----- helpers ----------------------------------------------------------------------------

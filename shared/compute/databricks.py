@@ -24,27 +24,26 @@ gets the same run back.
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 from typing import Any
 from collections.abc import Callable, Mapping
 
 from shared.compute.base import JobHandle, JobStatus, StepJobRequest, parse_metrics, substitute_data_placeholders
+from shared.compute.client_cache import ClientCache
 from shared.compute.remote import (
     commit_written_outputs,
     idempotency_key,
     input_uris,
     output_uris,
     refusal_status,
+    remote_log,
     save_log,
     submit_or_refuse,
 )
 from shared.compute.retry import Transient, is_connection_error, retry_call
 from shared.credentials import AUTH_KEYS, azure_credential, read_secret
-from shared.errors import ComputeError, InvalidRequest, MlpipeError, NotFound, TransientError
+from shared.errors import ComputeError, InvalidRequest, MlpipeError, TransientError
 from shared.redact import redact
-from shared.runs import RunStore
 
 log = logging.getLogger("mlpipe.compute.databricks")
 
@@ -134,18 +133,12 @@ class DatabricksBackend:
     name = BACKEND_NAME
 
     def __init__(self, client_factory: Callable[[Mapping[str, Any], str], Any] = build_workspace_client):
-        self._client_factory = client_factory
-        self._clients: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        self._clients = ClientCache(_CLIENT_KEYS, client_factory)
 
     # ----- plumbing ------------------------------------------------------------------------
 
     def _client(self, settings: Mapping[str, Any], compute: str):
-        key = json.dumps({k: settings.get(k) for k in _CLIENT_KEYS}, sort_keys=True, default=str)
-        with self._lock:
-            if key not in self._clients:
-                self._clients[key] = self._client_factory(settings, compute)
-            return self._clients[key]
+        return self._clients.get(settings, compute)
 
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
         """fn() with transient errors retried; Databricks errors become ComputeError (redacted)."""
@@ -280,20 +273,15 @@ class DatabricksBackend:
                 raise
 
     def fetch_logs(self, handle: JobHandle) -> str:
-        if refusal_status(handle) is not None:
-            return f"submit refused: {refusal_status(handle).error}\n"
-        try:
-            text = RunStore().get_log(handle.data.get("runId", ""), handle.data.get("step", ""))
-            if text:
-                return text
-        except NotFound:
-            pass
-        client = self._client(handle.data.get("compute", {}), handle.data.get("computeName", ""))
-        run = self._call(f"Databricks run {handle.id}", lambda: client.jobs.get_run(int(handle.id)))
-        life_cycle, result, message = _run_state(run)
-        if map_run_state(life_cycle, result, message)[0] == "Running":
-            return redact(f"Databricks run {handle.id} is {life_cycle}: {message}\n{run.run_page_url or ''}".strip())
-        return redact(_log_text(handle, run, self._output(client, run)))
+        def live() -> str:
+            client = self._client(handle.data.get("compute", {}), handle.data.get("computeName", ""))
+            run = self._call(f"Databricks run {handle.id}", lambda: client.jobs.get_run(int(handle.id)))
+            life_cycle, result, message = _run_state(run)
+            if map_run_state(life_cycle, result, message)[0] == "Running":
+                return redact(f"Databricks run {handle.id} is {life_cycle}: {message}\n{run.run_page_url or ''}".strip())
+            return redact(_log_text(handle, run, self._output(client, run)))
+
+        return remote_log(handle, live)
 
 
 # ----- helpers ----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from urllib.parse import quote, urlparse
 
 from shared.compute.base import DataRef, JobHandle, JobStatus, StepJobRequest
 from shared.datastore import DEFAULT_DATASTORE, Datastore, FileEntry, get_datastore, safe_blob_path
-from shared.errors import InvalidRequest, MlpipeError, TransientError
+from shared.errors import InvalidRequest, MlpipeError, NotFound, TransientError
 from shared.redact import redact
 from shared.runs import RunStore
 from shared.storage import translate_storage_errors
@@ -130,3 +130,16 @@ def refusal_status(handle: JobHandle) -> JobStatus | None:
     if REFUSED in handle.data:
         return JobStatus(state="Failed", error=str(handle.data[REFUSED]))
     return None
+
+
+def remote_log(handle: JobHandle, live: Callable[[], str]) -> str:
+    """A remote step's log: why its submit was refused, else the log stored for the step, else (the
+    step still runs, or wrote nothing yet) `live()`, what the service or the handle says now."""
+    refused = refusal_status(handle)
+    if refused is not None:
+        return f"submit refused: {refused.error}\n"
+    try:
+        stored = RunStore().get_log(handle.data.get("runId", ""), handle.data.get("step", ""))
+    except NotFound:
+        stored = ""
+    return stored or live()

@@ -25,11 +25,10 @@ from pathlib import PurePosixPath
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
 from shared.compute.base import JobHandle, JobStatus, StepJobRequest
-from shared.compute.remote import idempotency_key, refusal_status, save_log, submit_or_refuse
+from shared.compute.remote import idempotency_key, refusal_status, remote_log, save_log, submit_or_refuse
 from shared.datastore import DEFAULT_DATASTORE, Datastore, FileEntry, get_datastore, safe_blob_path
 from shared.errors import ComputeError, InvalidRequest, NotFound
 from shared.redact import redact
-from shared.runs import RunStore
 from shared.settings import get_settings
 from shared.storage import blob_service, parallel_map, translate_storage_errors
 
@@ -147,13 +146,8 @@ class TransferBackend:
         parallel_map(abort, _copies(handle))
 
     def fetch_logs(self, handle: JobHandle) -> str:
-        if refusal_status(handle) is not None:
-            return f"submit refused: {refusal_status(handle).error}\n"
-        try:
-            return RunStore().get_log(handle.data.get("runId", ""), handle.data.get("step", ""))
-        except NotFound:
-            count = len(handle.data.get("files", []))
-            return f"data_transfer from {handle.data.get('source')}: copying {count} file(s)\n"
+        count = len(handle.data.get("files", []))
+        return remote_log(handle, lambda: f"data_transfer from {handle.data.get('source')}: copying {count} file(s)\n")
 
 
 # ----- helpers ----------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import pytest
 from shared.compute import DataRef, JobHandle, StepJobRequest
 from shared.credentials import forget_credentials
 from shared.datastore import default_datastore, get_datastore
+from shared.runs import RunStore, StepRecord
 from shared.settings import reset_settings
 from tests.contract.adla_service import AdlaService, usql_copy_behaviour
 from tests.contract.aml_runtime import AmlRuntime
@@ -294,3 +295,16 @@ def test_a_permanent_error_while_polling_fails_the_job_with_the_message(harness)
     assert SECRET not in status.error
     harness.server.service.token = SECRET
     harness.backend.cancel(handle)
+
+
+def test_a_running_steps_record_does_not_hide_its_live_log(harness):
+    """A step record with no stored log yet (the step runs): the log comes from the job, as without a record."""
+    request = harness.make("long")
+    handle = harness.backend.submit(request)
+    try:
+        without_record = harness.backend.fetch_logs(handle)
+        RunStore().put_step(request.run_id, StepRecord(Name=request.step_name, Status="Running",
+                                                       JobHandle=handle.to_dict()))
+        assert harness.backend.fetch_logs(handle).startswith(without_record), harness.name  # a live log only grows
+    finally:
+        harness.backend.cancel(handle)
