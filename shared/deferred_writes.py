@@ -14,6 +14,9 @@ What keeps this safe:
   step records and sends their StepCompleted events again (same event ids);
 - an orderly interpreter exit finishes the queued writes (concurrent.futures joins its workers).
 A lost reuse record only costs a later run a re-computation once the step's claim expires.
+Scaled out, run_finished's recovery write can race a write-behind still in flight on another
+instance: both say Completed with the same outputs, and whichever lands last stays (the recovery
+one has no metrics or start time).
 """
 
 from __future__ import annotations
