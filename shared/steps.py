@@ -237,12 +237,14 @@ def _submit(ctx: StepContext, inputs: dict[str, DataRef], attempt: int, gate: Ga
     record = _new_record(ctx, JobHandle=handle.to_dict(), Attempt=attempt)
     _step_started_in_background(ctx, attempt)
     wait = _wait_seconds(ctx)
+    grace = min(wait, RUNNING_RECORD_GRACE_SECONDS)
     # A step that ends within the grace period never needs its Running record: its final record is
     # the first one written (one storage write per step saved; it shows NotStarted that long).
-    status = backend.poll(handle, min(wait, RUNNING_RECORD_GRACE_SECONDS))
+    status = backend.poll(handle, grace)
     if status.state == "Running":
         _write_in_background(ctx.run_id, record)
-        status = backend.poll(handle, max(0.0, wait - RUNNING_RECORD_GRACE_SECONDS))
+        if wait > grace:  # remote compute does not wait: one poll, as before
+            status = backend.poll(handle, wait - grace)
     return _follow(ctx, record, status, inputs)
 
 
