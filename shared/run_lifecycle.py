@@ -12,6 +12,8 @@ import time
 from shared import deferred_writes, events, run_watch
 from shared.errors import NotFound
 from shared.redact import redact
+from shared.reuse import ReuseIndex
+from shared.run_plan import load_plan
 from shared.runs import ErrorInfo, OutputRef, RunRecord, RunStore, StepRecord, utc_now
 from shared.statuses import RunStatus, StepStatus
 from shared.storage import parallel_map
@@ -43,7 +45,18 @@ def mark_step_failed(run_id: str, step: str, error: dict) -> dict:
     record.JobHandle = None
     record.Error = ErrorInfo(code=error.get("code", "ActivityFailed"), message=redact(error.get("message", "")))
     store.put_step(run_id, record)
+    _give_back_claim(run_id, step)
     return {"status": record.Status}
+
+
+def _give_back_claim(run_id: str, step: str) -> None:
+    """A run waiting on this step's fingerprint computes it itself now, not after the claim expires."""
+    try:
+        fingerprint = load_plan(run_id)["steps"].get(step, {}).get("fingerprint")
+    except NotFound:
+        return
+    if fingerprint:
+        ReuseIndex().release(fingerprint, run_id, step)
 
 
 def _failure_message(store: RunStore, run_id: str, failed_steps: list[str]) -> str:

@@ -9,6 +9,7 @@ import yaml
 from shared import control, deferred_writes, run_plan, steps
 from shared.errors import NotFound
 from shared.reuse import ReuseIndex
+from shared.run_lifecycle import mark_step_failed
 from shared.runs import RunRecord, RunStore, new_run_id
 from shared.spec import load_definition
 
@@ -56,3 +57,11 @@ def test_a_completed_steps_claim_becomes_the_record_the_next_run_reuses(two_step
     again = steps.start_step(second, "prep")
     assert again["status"] == "Completed" and again["reused"]
     assert again["outputs"] == done["outputs"]
+
+
+def test_a_step_recorded_failed_after_its_activity_kept_raising_gives_its_claim_back(two_steps):
+    run_id = planned_run(two_steps)
+    fingerprint = run_plan.load_plan(run_id)["steps"]["prep"]["fingerprint"]
+    assert ReuseIndex().claim(fingerprint, run_id, "prep").ours  # what its step_start did before raising
+    mark_step_failed(run_id, "prep", {"code": "ActivityFailed", "message": "storage kept timing out"})
+    assert ReuseIndex().claim(fingerprint, "another-run", "prep").ours
