@@ -14,9 +14,9 @@ What keeps this safe:
   step records and sends their StepCompleted events again (same event ids);
 - an orderly interpreter exit finishes the queued writes (concurrent.futures joins its workers).
 A lost reuse record only costs a later run a re-computation once the step's claim expires.
-Scaled out, run_finished's recovery write can race a write-behind still in flight on another
-instance: both say Completed with the same outputs, and whichever lands last stays (the recovery
-one has no metrics or start time).
+Scaled out, run_finished's recovery write can meet a write-behind still in flight on another
+instance: the recovery write is conditional (no record, or a non-terminal one, still there when it
+lands), and the step's own record, written unconditionally, replaces it if it lands later.
 """
 
 from __future__ import annotations

@@ -88,15 +88,17 @@ def record_completed_steps(run_id: str, completed: dict[str, dict]) -> list[str]
     run = store.get_run(run_id, with_steps=False)
     now = utc_now()
 
-    def record(name: str) -> None:
+    def record(name: str) -> bool:
         outputs = {output: OutputRef(**ref) for output, ref in (completed[name] or {}).items()}
-        store.put_step(run_id, StepRecord(Name=name, Status=StepStatus.COMPLETED.value, EndTimeUtc=now,
-                                          Outputs=outputs))
+        # Unless the step's own (complete) record lands first, e.g. written behind by another instance.
+        written = store.put_step_unless_ended(run_id, StepRecord(Name=name, Status=StepStatus.COMPLETED.value,
+                                                                 EndTimeUtc=now, Outputs=outputs))
         events.step_event(events.STEP_COMPLETED, run_id, name, run.PipelineId,
                           status=StepStatus.COMPLETED.value)
+        return written
 
-    parallel_map(record, missing)
-    return missing
+    recorded = parallel_map(record, missing)
+    return [name for name, written in zip(missing, recorded) if written]
 
 
 def mark_run_finished(run_id: str, status: str, failed_steps: list[str],

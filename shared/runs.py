@@ -187,6 +187,15 @@ class RunRecord(_Record):
 # ----- the store ---------------------------------------------------------------------------
 
 
+def _step_blob(step: StepRecord) -> tuple[bytes, dict[str, str] | None]:
+    """A step record's blob body, and its metadata: the record rides there too (ASCII JSON), so
+    reading a whole run is one listing instead of a download per step; a record too large for
+    metadata is only in the body."""
+    body = step.model_dump_json()
+    inline = json.dumps(json.loads(body), ensure_ascii=True, separators=(",", ":"))
+    return body.encode("utf-8"), ({_RECORD_METADATA: inline} if len(inline) <= _MAX_INLINE_RECORD else None)
+
+
 def _run_prefix(run_id: str) -> str:
     return f"runs/{check_path_segment(run_id, 'run id')}"
 
@@ -431,15 +440,30 @@ class RunStore:
     # ----- steps ---------------------------------------------------------------------------
 
     def put_step(self, run_id: str, step: StepRecord) -> StepRecord:
-        body = step.model_dump_json()
-        # The record also rides in the blob's metadata (ASCII JSON), so reading a whole run is one
-        # listing instead of a download per step; a record too large for metadata is only in the body.
-        inline = json.dumps(json.loads(body), ensure_ascii=True, separators=(",", ":"))
-        metadata = {_RECORD_METADATA: inline} if len(inline) <= _MAX_INLINE_RECORD else None
+        body, metadata = _step_blob(step)
         with translate_storage_errors(f"step '{step.Name}' of run '{run_id}'"):
-            self._container().upload_blob(f"{_step_prefix(run_id, step.Name)}.json", body.encode("utf-8"),
+            self._container().upload_blob(f"{_step_prefix(run_id, step.Name)}.json", body,
                                           overwrite=True, metadata=metadata)
         return step
+
+    def put_step_unless_ended(self, run_id: str, step: StepRecord) -> bool:
+        """Write the record only if the step has none or a non-terminal one, and only if that is still
+        so when the write lands (create-only / If-Match). False when a terminal record is, or gets, there."""
+        blob = self._container().get_blob_client(f"{_step_prefix(run_id, step.Name)}.json")
+        body, metadata = _step_blob(step)
+        with translate_storage_errors(f"step '{step.Name}' of run '{run_id}'"):
+            try:
+                current = blob.download_blob()
+                if StepStatus(StepRecord.model_validate_json(current.readall()).Status).is_terminal:
+                    return False
+                condition = {"etag": current.properties.etag, "match_condition": MatchConditions.IfNotModified}
+            except ResourceNotFoundError:
+                condition = {}
+            try:
+                blob.upload_blob(body, overwrite=bool(condition), metadata=metadata, **condition)
+            except (ResourceExistsError, ResourceModifiedError):
+                return False
+        return True
 
     def get_step(self, run_id: str, step: str) -> StepRecord:
         with translate_storage_errors(f"step '{step}' of run '{run_id}'"):

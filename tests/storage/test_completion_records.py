@@ -77,3 +77,17 @@ def test_no_listing_when_this_process_wrote_every_completed_step(storage_env):
     # "a" was written here; nothing to check or record
     assert record_completed_steps(run_id, {"a": {}}) == []
     assert steps_by_name(store, run_id)["a"].Status == "Completed"
+
+
+def test_a_recovery_record_never_replaces_a_terminal_one(storage_env):
+    store = RunStore()
+    run_id = new_run(store)
+    store.put_step(run_id, StepRecord(Name="done", Status="Completed", Metrics={"acc": 0.9}))
+    store.put_step(run_id, StepRecord(Name="running", Status="Running"))
+    recovery = {"Status": "Completed", "EndTimeUtc": "2026-01-01T00:00:00Z"}
+    assert store.put_step_unless_ended(run_id, StepRecord(Name="done", **recovery)) is False
+    assert store.put_step_unless_ended(run_id, StepRecord(Name="running", **recovery)) is True
+    assert store.put_step_unless_ended(run_id, StepRecord(Name="absent", **recovery)) is True
+    steps = steps_by_name(store, run_id)
+    assert steps["done"].Metrics == {"acc": 0.9}
+    assert steps["running"].Status == steps["absent"].Status == "Completed"
