@@ -51,3 +51,57 @@ class HistoryBuilder:
         return json.dumps({"history": self.history, "instanceId": "test-instance", "isReplaying": False,
                            "parentInstanceId": None, "input": self.input_,
                            "upperSchemaVersion": REPLAY_SCHEMA_V2})
+
+
+class ReplayedHistory:
+    """A growing history of one orchestrator, and the real SDK's replay of the orchestrator over it.
+
+    Subclasses set the orchestrator (its registered function) and the input; the event methods chain.
+    """
+
+    def __init__(self, orchestrator, input_: dict):
+        self._orchestrator = orchestrator
+        self.builder = HistoryBuilder(orchestrator._function._name)
+        self.builder.input_ = json.dumps(input_)
+
+    def complete(self, task_id: int, result):
+        self.builder.add_orchestrator_started_event()
+        self.builder.add_task_completed_event(task_id, json.dumps(result))
+        return self
+
+    def fail(self, task_id: int, reason: str):
+        self.builder.add_orchestrator_started_event()
+        self.builder.add_task_failed_event(task_id, reason, "details")
+        return self
+
+    def raise_event(self, name: str, payload_text: str = "{}"):
+        self.builder.add_orchestrator_started_event()
+        self.builder.add_event_raised_event(name, -1, payload_text)
+        return self
+
+    def fire_timer(self, task_id: int, fire_at: str = "2026-01-01T00:00:00.000000Z"):
+        self.builder.add_orchestrator_started_event()
+        self.builder.add_timer_fired_event(task_id, fire_at)
+        return self
+
+    def replay(self) -> dict:
+        return json.loads(self._orchestrator._function._func(self.builder.to_json_string()))
+
+    def actions(self) -> list[tuple]:
+        """Activities and timers asked for so far, flattened in id order: ("activity", name, decoded
+        input) and ("timer", fireAt, isCanceled)."""
+        flat = []
+
+        def walk(action):
+            if "compoundActions" in action:
+                for child in action["compoundActions"]:
+                    walk(child)
+            elif action["actionType"] in (0, 1):  # CallActivity, CallActivityWithRetry
+                flat.append(("activity", action["functionName"], json.loads(action["input"])))
+            elif action["actionType"] == 5:  # CreateTimer
+                flat.append(("timer", action["fireAt"], action.get("isCanceled")))
+
+        for group in self.replay()["actions"]:
+            for action in group:
+                walk(action)
+        return flat

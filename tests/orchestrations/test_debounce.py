@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from history_builder import HistoryBuilder
+from history_builder import ReplayedHistory
 
 from orchestrations.debounce import CHANGE_EVENT, FIRE_ACTIVITY, datastore_debounce
 
@@ -13,47 +13,16 @@ def change(path: str, etag: str = "e1", debounce: float = 30) -> dict:
     return {"path": path, "etag": etag, "debounceSeconds": debounce}
 
 
-class History:
+class History(ReplayedHistory):
     def __init__(self, first: dict):
-        self.builder = HistoryBuilder("datastore_debounce")
-        self.builder.input_ = json.dumps({"schedule": "s", "changes": [first]})
+        super().__init__(datastore_debounce, {"schedule": "s", "changes": [first]})
 
     def event(self, payload: dict) -> History:
-        self.builder.add_orchestrator_started_event()
         # as the extension delivers it: the JSON text of the JSON text (DURABLE-NOTES §4.2)
-        self.builder.add_event_raised_event(CHANGE_EVENT, -1, json.dumps(json.dumps(payload)))
-        return self
+        return self.raise_event(CHANGE_EVENT, json.dumps(json.dumps(payload)))
 
     def fire_timer(self, task_id: int) -> History:
-        self.builder.add_orchestrator_started_event()
-        self.builder.add_timer_fired_event(task_id, "2026-01-01T00:00:30.000000Z")
-        return self
-
-    def complete(self, task_id: int, result) -> History:
-        self.builder.add_orchestrator_started_event()
-        self.builder.add_task_completed_event(task_id, json.dumps(result))
-        return self
-
-    def state(self) -> dict:
-        return json.loads(datastore_debounce._function._func(self.builder.to_json_string()))
-
-    def actions(self) -> list[tuple]:
-        flat = []
-
-        def walk(action):
-            if "compoundActions" in action:
-                for child in action["compoundActions"]:
-                    walk(child)
-            elif action["actionType"] in (0, 1):
-                flat.append(("activity", action["functionName"], json.loads(action["input"])))
-            elif action["actionType"] == 5:
-                flat.append(("timer", action["fireAt"], action.get("isCanceled")))
-            elif action["actionType"] == 6:
-                flat.append(("wait", action.get("externalEventName"), None))
-        for group in self.state()["actions"]:
-            for action in group:
-                walk(action)
-        return flat
+        return super().fire_timer(task_id, "2026-01-01T00:00:30.000000Z")
 
 
 def timers(actions):
@@ -91,7 +60,7 @@ def test_changes_during_the_fire_open_the_next_window():
     history.complete(1, {"runId": "r1"})
     actions = history.actions()
     assert len([a for a in actions if a[0] == "activity"]) == 1
-    assert not history.state().get("isDone")
+    assert not history.replay().get("isDone")
     history.fire_timer(2)
     fired = [a for a in history.actions() if a[0] == "activity"]
     assert len(fired) == 2 and fired[1][2]["paths"] == ["in/c.csv"] and fired[1][2]["windowKey"] == "in/c.csv@e9"

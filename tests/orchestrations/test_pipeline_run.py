@@ -8,61 +8,18 @@ from __future__ import annotations
 
 import json
 
-from history_builder import HistoryBuilder
+from history_builder import ReplayedHistory
 
 from orchestrations.pipeline_run import pipeline_run
 
 DIAMOND = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}
 
 
-class History:
+class History(ReplayedHistory):
     """A growing orchestration history plus the replay of the real orchestrator over it."""
 
     def __init__(self, steps: dict, continue_on_failure: bool = False):
-        self.builder = HistoryBuilder("pipeline_run")
-        self.builder.input_ = json.dumps({"runId": "r1", "steps": steps,
-                                          "continueOnStepFailure": continue_on_failure})
-
-    def complete(self, task_id: int, result) -> "History":
-        self.builder.add_orchestrator_started_event()
-        self.builder.add_task_completed_event(task_id, json.dumps(result))
-        return self
-
-    def fail(self, task_id: int, reason: str) -> "History":
-        self.builder.add_orchestrator_started_event()
-        self.builder.add_task_failed_event(task_id, reason, "details")
-        return self
-
-    def raise_event(self, name: str) -> "History":
-        self.builder.add_orchestrator_started_event()
-        self.builder.add_event_raised_event(name, -1, json.dumps({}))
-        return self
-
-    def fire_timer(self, task_id: int) -> "History":
-        self.builder.add_orchestrator_started_event()
-        self.builder.add_timer_fired_event(task_id, "2026-01-01T00:00:00.000000Z")
-        return self
-
-    def replay(self) -> dict:
-        return json.loads(pipeline_run._function._func(self.builder.to_json_string()))
-
-    def actions(self) -> list[tuple]:
-        """All actions so far, flattened in id order: (kind, name or fireAt, decoded input)."""
-        flat = []
-
-        def walk(action):
-            if "compoundActions" in action:
-                for child in action["compoundActions"]:
-                    walk(child)
-            elif action["actionType"] in (0, 1):  # CallActivity, CallActivityWithRetry
-                flat.append(("activity", action["functionName"], json.loads(action["input"])))
-            elif action["actionType"] == 5:
-                flat.append(("timer", action["fireAt"], None))
-
-        for group in self.replay()["actions"]:
-            for action in group:
-                walk(action)
-        return flat
+        super().__init__(pipeline_run, {"runId": "r1", "steps": steps, "continueOnStepFailure": continue_on_failure})
 
 
 def started_steps(actions: list[tuple]) -> list[str]:
