@@ -335,7 +335,7 @@ class PipelineClient:
         """Wait until the run is terminal; `on_update(run)` sees every poll (with its steps).
 
         Without `on_update` the host is asked to answer when the run ends (`waitSeconds`, a long
-        poll reading the run alone), and the run with its steps is fetched once, at the end.
+        poll): the answer that shows the run ended carries its steps, so nothing is fetched after.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -347,9 +347,9 @@ class PipelineClient:
                 wait = min(LONG_POLL_SECONDS, self.timeout / 2)  # well within this client's request timeout
                 if deadline is not None:
                     wait = min(wait, max(0.0, deadline - started))
-                run = self.get_run(run_id, include_steps=False, wait_seconds=round(wait, 1))
+                run = self.get_run(run_id, wait_seconds=round(wait, 1))
             if RunStatus(run.Status).is_terminal:
-                return run if on_update else self.get_run(run_id)
+                return run
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {run_id} still {run.Status} after {timeout:.0f}s")
             time.sleep(max(0.0, poll_seconds - (time.monotonic() - started)))  # an older host answers at once

@@ -59,14 +59,26 @@ def defer(run_id: str, step: str, writes: list[Write]) -> None:
                 return
             batches = _pending.get(run_id)
             if batches is not None and batches.pop(batch, None) is not None:
-                _written.setdefault(run_id, set()).add(step)
-                while len(_written) > _WRITTEN_RUNS_KEPT:
-                    _written.popitem(last=False)
+                _remember_written(run_id, [step])
                 if not batches:
                     del _pending[run_id]
 
     for future in futures:
         future.add_done_callback(settled)
+
+
+def note_written(run_id: str, steps: list[str]) -> None:
+    """Steps whose records this process wrote in the foreground (the plan's reused prefix), so
+    run_finished here need not list the run's steps to find them."""
+    with _lock:
+        _remember_written(run_id, steps)
+
+
+def _remember_written(run_id: str, steps) -> None:
+    _written.setdefault(run_id, set()).update(steps)
+    _written.move_to_end(run_id)
+    while len(_written) > _WRITTEN_RUNS_KEPT:
+        _written.popitem(last=False)
 
 
 def flush(run_id: str) -> set[str]:

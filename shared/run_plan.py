@@ -16,9 +16,10 @@ from __future__ import annotations
 import functools
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from shared import events
+from shared import deferred_writes, events
 from shared.datastore import get_datastore
 from shared.errors import InvalidRequest, NotFound
 from shared.fingerprint import (compute_step_fingerprint, dataset_fingerprint, pipeline_data_fingerprint,
@@ -104,31 +105,36 @@ def _snapshot_files(source_hash: str) -> dict[str, str] | None:
     return PipelineRegistry().snapshot_files(source_hash)
 
 
-_LOOKUP_WAVE = 32
+_FIRST_WAVE = 4
+_LARGEST_WAVE = 64
 
 
-def _reused_prefix(run_id: str, published: PublishedPipeline, plans: dict,
-                   reusable: set[str]) -> dict[str, ReuseRecord]:
+def reused_prefix(run_id: str, definition, plans: dict, reusable: set[str],
+                  lookup: Callable[[str], ReuseRecord | None]) -> dict[str, ReuseRecord]:
     """{step: reuse record} of the steps reused whose every upstream step is reused too.
 
-    Only steps that can still join the prefix are looked up, a wave of up to _LOOKUP_WAVE steps
-    (in topological order) at a time, in parallel: a fresh 1,000-step chain costs one wave of
-    lookups, not 1,000, and an all-reused one a few waves. A record naming this very run is not
-    reuse (the plan activity is running again after the step ran)."""
-    definition = published.definition
+    Only steps that can still join the prefix are looked up, a wave at a time (in topological
+    order), in parallel. Waves start small and double while every lookup hits, up to
+    _LARGEST_WAVE: a fresh pipeline costs a handful of lookups (its first wave), an all-reused
+    1,000-step chain a few dozen round trips. A record naming this very run is not reuse (the plan
+    activity is running again after the step ran)."""
     order = topological_order(definition.dependencies())
     prefix: dict[str, ReuseRecord] = {}
-    for start in range(0, len(order), _LOOKUP_WAVE):
+    start, wave = 0, _FIRST_WAVE
+    while start < len(order):
         candidates: list[str] = []
-        for name in order[start:start + _LOOKUP_WAVE]:
+        for name in order[start:start + wave]:
             if name in reusable and all(up in prefix or up in candidates for up in definition.upstream(name)):
                 candidates.append(name)
-        found = parallel_map(lambda name: ReuseIndex().lookup(plans[name]["fingerprint"]), candidates)
+        start += wave
+        found = parallel_map(lambda name: lookup(plans[name]["fingerprint"]), candidates)
         hits = dict(zip(candidates, found))
         for name in candidates:  # topological order: upstream steps were decided first
             hit = hits[name]
             if hit is not None and hit.run_id != run_id and all(up in prefix for up in definition.upstream(name)):
                 prefix[name] = hit
+        all_hit = all(name in prefix for name in candidates)
+        wave = min(wave * 2, _LARGEST_WAVE) if all_hit else _FIRST_WAVE
     return prefix
 
 
@@ -162,7 +168,7 @@ def plan_run(run_id: str) -> dict:
 
     reusable = {name for name, entry in plans.items() if entry["fingerprint"]
                 and definition.step(name).allow_reuse and not run.RegenerateOutputs}
-    prefix = _reused_prefix(run_id, published, plans, reusable)
+    prefix = reused_prefix(run_id, definition, plans, reusable, ReuseIndex().lookup)
 
     plan = {"runId": run_id, "pipelineId": run.PipelineId, "parameters": run.ParameterAssignments,
             "regenerateOutputs": run.RegenerateOutputs, "steps": plans}
@@ -172,6 +178,7 @@ def plan_run(run_id: str) -> dict:
     writes += [lambda n=name: store.put_step(run_id, reused_step_record(
         n, definition.step(n).compute, plans[n]["fingerprint"], prefix[n])) for name in prefix]
     parallel_map(lambda write: write(), writes)
+    deferred_writes.note_written(run_id, list(prefix))
     parallel_map(lambda name: events.step_event(events.STEP_REUSED, run_id, name, run.PipelineId,
                                                 status=StepStatus.COMPLETED.value, reused_from=prefix[name].run_id),
                  list(prefix))

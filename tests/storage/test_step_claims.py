@@ -65,3 +65,13 @@ def test_a_step_recorded_failed_after_its_activity_kept_raising_gives_its_claim_
     assert ReuseIndex().claim(fingerprint, run_id, "prep").ours  # what its step_start did before raising
     mark_step_failed(run_id, "prep", {"code": "ActivityFailed", "message": "storage kept timing out"})
     assert ReuseIndex().claim(fingerprint, "another-run", "prep").ours
+
+
+def test_the_steps_a_plan_records_as_reused_count_as_recorded_in_this_process(two_steps):
+    first = planned_run(two_steps)
+    prep = steps.start_step(first, "prep")
+    steps.start_step(first, "train", {"prep": prep["outputs"]})
+    deferred_writes.flush(first)
+    second = planned_run(two_steps)  # both steps reused: the plan wrote their records
+    assert all(RunStore().get_step(second, name).Reused for name in ("prep", "train"))
+    assert deferred_writes.flush(second) == {"prep", "train"}  # run_finished needs no listing
