@@ -4,7 +4,9 @@
 
 Each step is an op (one definition, aliased per step, ordered by Nothing inputs) run by
 `JobDefinition.execute_in_process()`: an ephemeral in-memory instance and the in-process executor,
-which runs ops one at a time, so the fan-out's workers run sequentially too. The console logger is
+which runs ops one at a time, so the fan-out's workers run sequentially too; then again on a
+persistent instance (SQLite run and event storage in a throw-away DAGSTER_HOME, what a Dagster
+deployment records). The console logger is
 set to WARNING (quiet; the default, kept with --default-logging, prints every event at DEBUG).
 With --multiprocess the fan-out is also run with Dagster's multiprocess executor (default
 max_concurrent = CPU count) via execute_job() on a throw-away filesystem instance; every op
@@ -57,6 +59,26 @@ def run_in_process(job_def) -> None:
     assert result.success
 
 
+def run_on_persistent_instance(instance, job_def) -> None:
+    result = job_def.execute_in_process(run_config=QUIET, instance=instance)
+    assert result.success
+
+
+def persistent_timings(chain, fan_out, floor_before: float) -> dict:
+    """The same jobs, in-process executor, on a persistent instance: runs and every event stored in
+    SQLite under a throw-away DAGSTER_HOME, as `dagster job execute` does with DAGSTER_HOME set and as
+    the UI needs to show them. The durable comparison: mlpipe stores its runs and steps too."""
+    from dagster import DagsterInstance
+    with tempfile.TemporaryDirectory(prefix="dagster-home-") as home, \
+            DagsterInstance.local_temp(home, overrides={"telemetry": {"enabled": False}}) as instance:
+        run_on_persistent_instance(instance, chain_job(1))  # warm-up: creates the SQLite storage
+        chain_seconds = timed(lambda job_def: run_on_persistent_instance(instance, job_def), chain)
+        floor_after = spawn_floor(20)
+        fan_seconds = timed(lambda job_def: run_on_persistent_instance(instance, job_def), fan_out)
+    return {"chain_persistent": chain_seconds, "fanout_persistent": fan_seconds,
+            "floor_persistent": (floor_before + floor_after) / 2}
+
+
 def run_multiprocess(m: int) -> None:
     from dagster import DagsterInstance, execute_job, reconstructable
     os.environ["BENCH_FANOUT_M"] = str(m)
@@ -91,12 +113,15 @@ def main() -> None:
     floor_after = spawn_floor(20)
     floor = (floor_before + floor_after) / 2  # the machine's load drifts: bracket the chain
     fan_seconds = timed(run_in_process, fan_out)
+    persistent = persistent_timings(chain, fan_out, floor_after)
     report = {"tool": f"Dagster {dagster.__version__}", "python": sys.version.split()[0],
               "floor": floor, "floor_before": floor_before, "floor_after": floor_after, "chain": chain_seconds, "fanout": fan_seconds, "warm_up": warm_up_seconds,
               "chain_n": args.chain, "fanout_m": args.fanout,
               "config": "execute_in_process (ephemeral instance, in-process executor: ops one at a time, "
                         "so the fan-out is sequential), console log level "
-                        f"{'DEBUG (default)' if args.default_logging else 'WARNING'}"}
+                        f"{'DEBUG (default)' if args.default_logging else 'WARNING'}; the persistent-instance "
+                        "variant stores runs and events in SQLite under a throw-away DAGSTER_HOME",
+              **persistent}
     if args.multiprocess:
         report["fanout_multiprocess"] = timed(run_multiprocess, args.fanout)
     print(json.dumps(report))

@@ -94,6 +94,10 @@ def variants(result: dict) -> dict[str, dict]:
     if "chain_recorded" in result:
         rows[f"{result['tool']}, until its API shows every task run Completed"] = {
             **result, "chain": result["chain_recorded"], "fanout": result["fanout_recorded"]}
+    if "chain_persistent" in result:
+        rows[f"{result['tool']}, same executor on a persistent instance (SQLite run and event storage)"] = {
+            **result, "chain": result["chain_persistent"], "fanout": result["fanout_persistent"],
+            "floor": result["floor_persistent"]}
     if "fanout_multiprocess" in result:
         rows[f"{result['tool']}, multiprocess executor (fan-out only)"] = {
             **result, "chain": None, "fanout": result["fanout_multiprocess"]}
