@@ -13,6 +13,7 @@ import azure.functions as func
 from aiohttp import web
 
 from shared.errors import MlpipeError, NotFound, PayloadTooLarge, Unauthorized
+from shared import deferred_writes
 from shared.write_behind import flush_all
 
 from .app_loader import HttpFunction
@@ -58,7 +59,9 @@ async def json_errors(request: web.Request, handler):
 
 
 async def _flush_deferred_writes(_app: web.Application) -> None:
-    """On stop, while storage is still up: writes the app deferred past a burst (shared/write_behind.py)."""
+    """On stop, while storage is still up: writes the app deferred past a burst (shared/write_behind.py)
+    and completed steps' records still held back (shared/deferred_writes.py)."""
+    deferred_writes.release_all()
     if not await asyncio.to_thread(flush_all, 10.0):
         log.warning("deferred writes were still running after 10 s; they are repaired when their runs go on")
 

@@ -232,6 +232,7 @@ def _submit(ctx: StepContext, inputs: dict[str, DataRef], attempt: int, gate: Ga
     backend = get_backend(ctx.compute_type)
     request = _job_request(ctx, inputs, attempt)
     handle = submit_gated(backend, request, gate)
+    deferred_writes.release(ctx.run_id)  # the previous step's records: written while this one runs
     if handle is None:
         return None
     record = _new_record(ctx, JobHandle=handle.to_dict(), Attempt=attempt)
