@@ -117,13 +117,12 @@ class CreateScheduleRequest(BaseModel):
         return self
 
 
-class ScheduleRecord(StoredRecord):
-    """A schedule; API field names (PascalCase, as the other resources)."""
+class _ScheduleFields(BaseModel):
+    """The fields a stored schedule and its API response share (declared once for both)."""
 
     Name: str
     Description: str | None = None
     Kind: Literal["Recurrence", "Cron", "Datastore"]
-    Status: ScheduleStatus = "Active"
     PipelineId: str | None = None
     EndpointName: str | None = None
     ExperimentName: str
@@ -133,11 +132,17 @@ class ScheduleRecord(StoredRecord):
     Cron: str | None = None
     TimeZone: str | None = None
     Datastore: dict | None = None
-    CreatedTimeUtc: str = Field(default_factory=utc_now)
-    LastDueTimeUtc: str | None = None  # time schedules: the last due time that got its run
     LastRunId: str | None = None
     LastRunTimeUtc: str | None = None
     LastError: dict | None = None
+
+
+class ScheduleRecord(StoredRecord, _ScheduleFields):
+    """A schedule; API field names (PascalCase, as the other resources)."""
+
+    Status: ScheduleStatus = "Active"
+    CreatedTimeUtc: str = Field(default_factory=utc_now)
+    LastDueTimeUtc: str | None = None  # time schedules: the last due time that got its run
 
     def next_due_after(self, after: dt.datetime) -> dt.datetime | None:
         created = _parse_utc(self.CreatedTimeUtc)
@@ -423,26 +428,11 @@ def fire_window(schedule_name: str, paths: list[str], window_key: str) -> dict:
 from shared.api_models import _Listing, _Response  # noqa: E402 - response models for OpenAPI
 
 
-class Schedule(_Response):
+class Schedule(_Response, _ScheduleFields):
     """GET /api/schedules/{name}."""
 
-    Name: str
-    Description: str | None = None
-    Kind: Literal["Recurrence", "Cron", "Datastore"]
     Status: ScheduleStatus
-    PipelineId: str | None = None
-    EndpointName: str | None = None
-    ExperimentName: str
-    ParameterAssignments: dict[str, Any] = Field(default_factory=dict)
-    ContinueOnStepFailure: bool = False
-    Recurrence: dict | None = None
-    Cron: str | None = None
-    TimeZone: str | None = None
-    Datastore: dict | None = None
     CreatedTimeUtc: str | None = None
-    LastRunId: str | None = None
-    LastRunTimeUtc: str | None = None
-    LastError: dict | None = None
     NextRunTimeUtc: str | None = None
 
 
