@@ -162,7 +162,10 @@ class OutputRefModel(_Response):
     Path: str
 
 
-class Step(_Response):
+class StepFields(BaseModel):
+    """A step's fields as the API shows them; the stored record (shared/runs.StepRecord) declares
+    them through this class too, with its own defaults and storage types where they differ."""
+
     Name: str
     Status: StepStatusName
     Reused: bool = False
@@ -176,7 +179,14 @@ class Step(_Response):
     Error: ErrorDetail | None = None
 
 
-class Run(_Response):
+class Step(_Response, StepFields):
+    pass
+
+
+class RunFields(BaseModel):
+    """A run's fields as the API shows them; shared/runs.RunRecord declares them through this class
+    too, with its own defaults and storage types where they differ."""
+
     Id: str
     Status: RunStatusName
     ExperimentName: str
@@ -195,6 +205,10 @@ class Run(_Response):
     RegenerateOutputs: bool = False
     ContinueOnStepFailure: bool = False
     Steps: list[Step] = Field(default_factory=list)
+
+
+class Run(_Response, RunFields):
+    pass
 
 
 class _Listing(_Response):

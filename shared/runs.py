@@ -37,6 +37,7 @@ from azure.core.exceptions import (
 from azure.storage.blob import ContainerClient
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+from shared.api_models import RunFields, StepFields
 from shared.errors import Conflict, InvalidRequest, NotFound
 from shared.settings import get_settings
 from shared.statuses import RunStatus, StepStatus
@@ -124,61 +125,32 @@ class StoredRecord(BaseModel):
         return self._etag
 
 
-class _Record(BaseModel):
+class _Record(StoredRecord):
     # extra="allow": fields another module adds (e.g. ParentRunId) survive a read-modify-write.
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
-
-    @field_validator(*_TIME_FIELDS, mode="before", check_fields=False)
-    @classmethod
-    def _normalise_time(cls, value):
-        return to_utc_iso(value)
+    model_config = ConfigDict(validate_assignment=True)
 
     def to_api(self) -> dict:
         return self.model_dump(mode="json")
 
 
-class StepRecord(_Record):
-    Name: str
+class StepRecord(_Record, StepFields):
+    """The API's step fields (shared/api_models.StepFields) as stored, plus the attempt and job handle."""
+
     Status: StepStatusName = "NotStarted"
-    Reused: bool = False
-    ReusedFromRunId: str | None = None
-    Compute: str | None = None
-    Fingerprint: str | None = None
-    StartTimeUtc: str | None = None
-    EndTimeUtc: str | None = None
     Outputs: dict[str, OutputRef] = Field(default_factory=dict)
-    Metrics: dict[str, Number | list[Number]] = Field(default_factory=dict)
     Error: ErrorInfo | None = None
     Attempt: int = 0
     # The compute backend's JobHandle as a dict while the step runs (for cancel and resume).
     JobHandle: dict | None = None
 
 
-class RunRecord(_Record):
-    Id: str
+class RunRecord(_Record, RunFields):
+    """The API's run fields (shared/api_models.RunFields) as stored (run.json; steps are kept beside it)."""
+
     Status: RunStatusName = "NotStarted"
-    ExperimentName: str
-    PipelineId: str | None = None
-    EndpointName: str | None = None
-    RunSource: str | None = None
-    ParameterAssignments: dict[str, Any] = Field(default_factory=dict)
-    DataPathAssignments: dict[str, Any] = Field(default_factory=dict)
-    Tags: dict[str, Any] = Field(default_factory=dict)
-    Description: str | None = None
     CreatedTimeUtc: str = Field(default_factory=utc_now)
-    StartTimeUtc: str | None = None
-    EndTimeUtc: str | None = None
     Error: ErrorInfo | None = None
-    RegenerateOutputs: bool = False
-    ContinueOnStepFailure: bool = False
     Steps: list[StepRecord] = Field(default_factory=list)
-
-    _etag: str | None = PrivateAttr(default=None)
-
-    @property
-    def etag(self) -> str | None:
-        """ETag of run.json when this record was read (None for a record not read from storage)."""
-        return self._etag
 
     def step(self, name: str) -> StepRecord | None:
         return next((s for s in self.Steps if s.Name == name), None)
