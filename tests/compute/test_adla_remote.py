@@ -9,13 +9,13 @@ import pytest
 
 from shared.compute import DataRef, StepJobRequest
 from shared.compute.adla import AdlaBackend, map_job_state
-from shared.credentials import forget_credentials
 from shared.datastore import default_datastore
 from shared.errors import InvalidRequest
 from shared.runs import RunStore
 from shared.settings import reset_settings
 from tests.contract.adla_service import AdlaService, usql_copy_behaviour
 from tests.contract.jobs import read_blobs, write_blob
+from tests.compute.remote_setup import until_done, use_remote_secret
 from tests.contract.server import ContractServer, Fault
 
 TOKEN = "adla-" + uuid.uuid4().hex
@@ -28,10 +28,7 @@ USQL = textwrap.dedent('''
 
 @pytest.fixture
 def adla(storage_env, monkeypatch):
-    monkeypatch.setenv(TOKEN_SETTING, TOKEN)
-    monkeypatch.setenv("MLPIPE_COMPUTE_RETRY_BASE_SECONDS", "0.01")
-    reset_settings()
-    forget_credentials()
+    use_remote_secret(monkeypatch, TOKEN_SETTING, TOKEN)
     service = AdlaService(TOKEN, behaviour=usql_copy_behaviour(read_blobs, write_blob, storage_env.connection_string))
     with ContractServer(service) as server:
         yield server
@@ -51,14 +48,6 @@ def adla_request(server, tmp_path, **overrides) -> StepJobRequest:
                   step_settings={"degree_of_parallelism": 4, "priority": 100})
     fields.update(overrides)
     return StepJobRequest(**fields)
-
-
-def until_done(backend, handle, limit=20):
-    for _ in range(limit):
-        status = backend.poll(handle)
-        if status.state != "Running":
-            return status
-    raise AssertionError("job did not end")
 
 
 def test_usql_job_runs_and_its_output_is_committed(adla, tmp_path):

@@ -10,12 +10,12 @@ import pytest
 
 from shared.compute import DataRef, StepJobRequest
 from shared.compute.aml import AmlBackend, map_job_status
-from shared.credentials import forget_credentials
 from shared.datastore import default_datastore
 from shared.runs import RunStore
 from shared.settings import reset_settings
 from tests.contract.aml_runtime import AmlRuntime
 from tests.contract.aml_service import AmlService
+from tests.compute.remote_setup import until_done, use_remote_secret
 from tests.contract.server import ContractServer, Fault
 
 TOKEN = "aad-" + uuid.uuid4().hex
@@ -37,10 +37,7 @@ SCRIPT = textwrap.dedent('''
 
 @pytest.fixture
 def aml(storage_env, monkeypatch, tmp_path):
-    monkeypatch.setenv(TOKEN_SETTING, TOKEN)
-    monkeypatch.setenv("MLPIPE_COMPUTE_RETRY_BASE_SECONDS", "0.01")
-    reset_settings()
-    forget_credentials()
+    use_remote_secret(monkeypatch, TOKEN_SETTING, TOKEN)
     runtime = AmlRuntime(storage_env.connection_string,
                          {"workspaceblobstore": os.environ["MLPIPE_BLOBSTORE_CONTAINER"]})
     service = AmlService(TOKEN, behaviour=runtime)
@@ -66,14 +63,6 @@ def aml_request(server, tmp_path, **overrides) -> StepJobRequest:
                   compute_name="cpu", compute_settings=compute, environment={"MODE": "full"})
     fields.update(overrides)
     return StepJobRequest(**fields)
-
-
-def until_done(backend, handle, limit=30):
-    for _ in range(limit):
-        status = backend.poll(handle)
-        if status.state != "Running":
-            return status
-    raise AssertionError("job did not end")
 
 
 def test_command_job_runs_with_code_inputs_outputs_metrics_and_log(aml, tmp_path):

@@ -12,6 +12,7 @@ from shared.compute.databricks import DatabricksBackend, map_run_state
 from shared.datastore import default_datastore
 from shared.runs import RunStore
 from shared.settings import reset_settings
+from tests.compute.remote_setup import until_done, use_remote_secret
 from tests.contract.databricks_service import DatabricksService
 from tests.contract.jobs import read_blobs, write_blob
 from tests.contract.server import ContractServer, Fault
@@ -22,9 +23,7 @@ PAT_SETTING = "MLPIPE_TEST_DBX_PAT"  # a name that matches no redaction pattern 
 
 @pytest.fixture
 def remote_env(storage_env, monkeypatch):
-    monkeypatch.setenv(PAT_SETTING, PAT)
-    monkeypatch.setenv("MLPIPE_COMPUTE_RETRY_BASE_SECONDS", "0.01")
-    reset_settings()
+    use_remote_secret(monkeypatch, PAT_SETTING, PAT)
     yield storage_env
     reset_settings()
 
@@ -58,21 +57,13 @@ def notebook_request(server, **overrides) -> StepJobRequest:
     return StepJobRequest(**fields)
 
 
-def poll_until_done(backend, handle, limit=20):
-    for _ in range(limit):
-        status = backend.poll(handle)
-        if status.state != "Running":
-            return status
-    raise AssertionError("run did not end")
-
-
 def test_notebook_run_reads_input_writes_output_and_commits_it(databricks):
     default_datastore().upload_bytes("data/raw.txt", b"rows")
     backend = DatabricksBackend()
     request = notebook_request(databricks)
     handle = backend.submit(request)
     assert backend.poll(handle).state == "Running"
-    status = poll_until_done(backend, handle)
+    status = until_done(backend, handle)
     assert status.state == "Completed", status
     assert status.metrics == {"auc": 0.91}
     store = default_datastore()
@@ -100,7 +91,7 @@ def test_python_script_on_a_new_cluster(databricks):
         "timeout_seconds": 600, "run_name": "nightly score"},
         compute_settings={"host": databricks.url, "token_setting": PAT_SETTING}, inputs={},
         arguments=["--out", "{outputs.model}"])
-    assert poll_until_done(backend, backend.submit(request)).state == "Completed"
+    assert until_done(backend, backend.submit(request)).state == "Completed"
     body = databricks.calls("runs/submit")[0].body
     task = body["tasks"][0]
     assert task["spark_python_task"]["python_file"] == "dbfs:/jobs/score.py"
@@ -122,7 +113,7 @@ def test_failed_runs_carry_the_service_message(databricks, final, expected):
     databricks.service.script_next("RUNNING", final)
     backend = DatabricksBackend()
     request = notebook_request(databricks)
-    status = poll_until_done(backend, backend.submit(request))
+    status = until_done(backend, backend.submit(request))
     assert status.state == expected
     assert final[2] in status.error
     assert not default_datastore().is_committed(request.outputs["model"])
@@ -143,7 +134,7 @@ def test_cancel_is_asynchronous_and_idempotent(databricks):
     assert backend.poll(handle).state == "Running"
     backend.cancel(handle)
     backend.cancel(handle)
-    status = poll_until_done(backend, handle)
+    status = until_done(backend, handle)
     assert status.state == "Canceled"
     backend.cancel(handle)  # ended: still fine
     assert len(databricks.calls("runs/cancel")) == 3
@@ -167,7 +158,7 @@ def test_transient_errors_are_retried(databricks):
     databricks.inject("runs/submit", Fault.http(429, retry_after="0"), Fault.http(500), Fault.drop())
     handle = backend.submit(notebook_request(databricks))
     databricks.inject("runs/get", Fault.http(503, retry_after="0"), Fault.http(502))
-    assert poll_until_done(backend, handle).state == "Completed"
+    assert until_done(backend, handle).state == "Completed"
     assert len(databricks.service.runs) == 1
 
 
@@ -178,7 +169,7 @@ def test_a_poll_that_keeps_failing_is_still_running(databricks, monkeypatch):
     handle = backend.submit(notebook_request(databricks))
     databricks.inject("runs/get", *[Fault.http(500)] * 2)
     assert backend.poll(handle).state == "Running"
-    assert poll_until_done(backend, handle).state == "Completed"
+    assert until_done(backend, handle).state == "Completed"
 
 
 def test_permanent_errors_fail_with_the_message_and_no_secret(databricks, monkeypatch):
@@ -237,6 +228,6 @@ def test_azure_ad_tokens_reach_databricks_through_the_sdk(databricks):
     client = WorkspaceClient(config=Config(host=databricks.url, credentials_strategy=_AzureIdentityStrategy(
         Recording(PAT))))
     backend = DatabricksBackend(client_factory=lambda settings, compute: client)
-    status = poll_until_done(backend, backend.submit(notebook_request(databricks)))
+    status = until_done(backend, backend.submit(notebook_request(databricks)))
     assert status.state in ("Completed", "Failed")  # the input blob may be absent; auth is what counts
     assert Recording.scopes and set(Recording.scopes) == {AZURE_DATABRICKS_SCOPE}
