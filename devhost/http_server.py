@@ -12,8 +12,8 @@ from typing import Any
 import azure.functions as func
 from aiohttp import web
 
-from shared.errors import MlpipeError, NotFound, PayloadTooLarge, Unauthorized
 from shared import deferred_writes
+from shared.errors import MlpipeError, NotFound, PayloadTooLarge, Unauthorized
 from shared.write_behind import flush_all
 
 from .app_loader import HttpFunction

@@ -126,7 +126,8 @@ class StoredRecord(BaseModel):
 
 
 class _Record(StoredRecord):
-    # extra="allow": fields another module adds (e.g. ParentRunId) survive a read-modify-write.
+    # StoredRecord's extra="allow": fields another module adds (e.g. ParentRunId) survive a
+    # read-modify-write; assignments are validated too.
     model_config = ConfigDict(validate_assignment=True)
 
     def to_api(self) -> dict:

@@ -54,12 +54,8 @@ def fan_out_job(m: int, executor_def=None):
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def run_in_process(job_def) -> None:
-    result = job_def.execute_in_process(run_config=QUIET)
-    assert result.success
-
-
-def run_on_persistent_instance(instance, job_def) -> None:
+def run_in_process(job_def, instance=None) -> None:
+    """The in-process executor; on `instance`, or on an ephemeral in-memory one when None."""
     result = job_def.execute_in_process(run_config=QUIET, instance=instance)
     assert result.success
 
@@ -71,10 +67,10 @@ def persistent_timings(chain, fan_out, floor_before: float) -> dict:
     from dagster import DagsterInstance
     with tempfile.TemporaryDirectory(prefix="dagster-home-") as home, \
             DagsterInstance.local_temp(home, overrides={"telemetry": {"enabled": False}}) as instance:
-        run_on_persistent_instance(instance, chain_job(1))  # warm-up: creates the SQLite storage
-        chain_seconds = timed(lambda job_def: run_on_persistent_instance(instance, job_def), chain)
+        run_in_process(chain_job(1), instance)  # warm-up: creates the SQLite storage
+        chain_seconds = timed(lambda job_def: run_in_process(job_def, instance), chain)
         floor_after = spawn_floor(20)
-        fan_seconds = timed(lambda job_def: run_on_persistent_instance(instance, job_def), fan_out)
+        fan_seconds = timed(lambda job_def: run_in_process(job_def, instance), fan_out)
     return {"chain_persistent": chain_seconds, "fanout_persistent": fan_seconds,
             "floor_persistent": (floor_before + floor_after) / 2}
 

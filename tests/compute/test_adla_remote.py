@@ -13,9 +13,9 @@ from shared.datastore import default_datastore
 from shared.errors import InvalidRequest
 from shared.runs import RunStore
 from shared.settings import reset_settings
+from tests.compute.remote_setup import until_done, use_remote_secret
 from tests.contract.adla_service import AdlaService, usql_copy_behaviour
 from tests.contract.jobs import read_blobs, write_blob
-from tests.compute.remote_setup import until_done, use_remote_secret
 from tests.contract.server import ContractServer, Fault
 
 TOKEN = "adla-" + uuid.uuid4().hex

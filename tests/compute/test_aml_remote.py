@@ -13,9 +13,9 @@ from shared.compute.aml import AmlBackend, map_job_status
 from shared.datastore import default_datastore
 from shared.runs import RunStore
 from shared.settings import reset_settings
+from tests.compute.remote_setup import until_done, use_remote_secret
 from tests.contract.aml_runtime import AmlRuntime
 from tests.contract.aml_service import AmlService
-from tests.compute.remote_setup import until_done, use_remote_secret
 from tests.contract.server import ContractServer, Fault
 
 TOKEN = "aad-" + uuid.uuid4().hex
