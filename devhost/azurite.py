@@ -51,10 +51,11 @@ class AzuriteProcess:
     blob_port: int
     queue_port: int
     location: Path
+    scheme: str = "http"
 
     @property
     def connection_string(self) -> str:
-        return azurite_connection_string(self.blob_port, self.queue_port)
+        return azurite_connection_string(self.blob_port, self.queue_port, scheme=self.scheme)
 
     def stop(self, timeout: float = 3.0) -> None:
         """SIGTERM, then SIGKILL after `timeout`: Azurite's graceful close can hang for a long time
@@ -70,8 +71,10 @@ class AzuriteProcess:
 
 
 def start_azurite(location: Path, blob_port: int = 10000, queue_port: int = 10001,
-                  table_port: int | None = None, timeout: float = 30.0) -> AzuriteProcess:
-    """Start Azurite with its data under `location` and wait until blob and queue ports answer."""
+                  table_port: int | None = None, timeout: float = 30.0,
+                  tls: tuple[Path, Path] | None = None) -> AzuriteProcess:
+    """Start Azurite with its data under `location` and wait until blob and queue ports answer.
+    With `tls` (certificate and key PEM files) it serves HTTPS."""
     location.mkdir(parents=True, exist_ok=True)
     table_port = table_port or free_port()
     command = [
@@ -81,6 +84,8 @@ def start_azurite(location: Path, blob_port: int = 10000, queue_port: int = 1000
         "--queueHost", "127.0.0.1", "--queuePort", str(queue_port),
         "--tableHost", "127.0.0.1", "--tablePort", str(table_port),
     ]
+    if tls:
+        command += ["--cert", str(tls[0]), "--key", str(tls[1])]
     log = open(location / "azurite.log", "ab")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL, start_new_session=True)
@@ -90,7 +95,7 @@ def start_azurite(location: Path, blob_port: int = 10000, queue_port: int = 1000
         if process.poll() is not None:
             raise RuntimeError(f"Azurite exited with code {process.returncode}; see {location / 'azurite.log'}")
         if port_is_open(blob_port) and port_is_open(queue_port):
-            return AzuriteProcess(process, blob_port, queue_port, location)
+            return AzuriteProcess(process, blob_port, queue_port, location, "https" if tls else "http")
         time.sleep(0.1)
     os.killpg(process.pid, signal.SIGKILL)
     raise RuntimeError(f"Azurite did not open ports {blob_port}/{queue_port} within {timeout:.0f}s")

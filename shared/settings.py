@@ -17,12 +17,13 @@ AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
-def azurite_connection_string(blob_port: int = 10000, queue_port: int = 10001, host: str = "127.0.0.1") -> str:
+def azurite_connection_string(blob_port: int = 10000, queue_port: int = 10001, host: str = "127.0.0.1",
+                              scheme: str = "http") -> str:
     return (
-        "DefaultEndpointsProtocol=http;"
+        f"DefaultEndpointsProtocol={scheme};"
         f"AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-        f"BlobEndpoint=http://{host}:{blob_port}/{AZURITE_ACCOUNT};"
-        f"QueueEndpoint=http://{host}:{queue_port}/{AZURITE_ACCOUNT};"
+        f"BlobEndpoint={scheme}://{host}:{blob_port}/{AZURITE_ACCOUNT};"
+        f"QueueEndpoint={scheme}://{host}:{queue_port}/{AZURITE_ACCOUNT};"
     )
 
 

@@ -1,0 +1,91 @@
+"""The http.client transport under the real storage SDKs, against Azurite over HTTP and HTTPS."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError, ServiceRequestError
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueClient
+
+from devhost.azurite import free_port, start_azurite
+from shared.http_transport import HttpClientTransport
+from shared.storage import BLOCK_SIZE, GET_CHUNK_SIZE, storage_transport
+
+
+def blob_client(connection: str, transport) -> BlobServiceClient:
+    return BlobServiceClient.from_connection_string(
+        connection, transport=transport, max_single_put_size=BLOCK_SIZE, max_block_size=BLOCK_SIZE,
+        max_single_get_size=GET_CHUNK_SIZE, max_chunk_get_size=GET_CHUNK_SIZE, retry_total=0)
+
+
+def test_the_storage_transport_is_http_client_without_a_proxy(monkeypatch):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert isinstance(storage_transport(), HttpClientTransport)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert not isinstance(storage_transport(), HttpClientTransport)  # requests honours the proxy
+
+
+def test_blob_operations_round_trip_on_few_connections(azurite):
+    transport = storage_transport()
+    container = blob_client(azurite.connection_string, transport).get_container_client(f"tr{os.urandom(4).hex()}")
+    container.create_container()
+    payload = os.urandom(2 * BLOCK_SIZE + 12345)  # staged blocks up, ranged streamed reads down
+
+    container.upload_blob("big.bin", payload, metadata={"kind": "test"})
+    assert container.download_blob("big.bin", max_concurrency=1).readall() == payload
+    assert container.download_blob("big.bin", offset=BLOCK_SIZE, length=10).readall() == payload[BLOCK_SIZE:][:10]
+    assert container.get_blob_client("big.bin").get_blob_properties().metadata == {"kind": "test"}  # HEAD
+    container.upload_blob("claim", b"", overwrite=False)
+    with pytest.raises(ResourceExistsError):
+        container.upload_blob("claim", b"", overwrite=False)
+    with pytest.raises(ResourceNotFoundError):
+        container.download_blob("missing").readall()
+    assert sorted(blob.name for blob in container.list_blobs()) == ["big.bin", "claim"]
+    for index in range(30):
+        container.upload_blob(f"small/{index}", b"x", overwrite=True)
+
+    # One thread, one request at a time: every request after the first reused the same connection.
+    assert transport.connections_opened == 1
+
+
+def test_queue_messages_round_trip(azurite):
+    transport = storage_transport()
+    queue = QueueClient.from_connection_string(azurite.connection_string, f"tr{os.urandom(4).hex()}",
+                                               transport=transport)
+    queue.create_queue()
+    queue.send_message('{"type": "mlpipe.StepCompleted"}')
+    assert [message.content for message in queue.receive_messages()] == ['{"type": "mlpipe.StepCompleted"}']
+    assert transport.connections_opened == 1
+
+
+@pytest.fixture(scope="module")
+def tls_azurite(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    process = start_azurite(folder / "data", blob_port=free_port(), queue_port=free_port(), tls=(cert, key))
+    yield process, cert
+    process.stop()
+
+
+def test_https_verifies_the_server_certificate(tls_azurite, monkeypatch):
+    process, cert = tls_azurite
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))  # as requests would pick the CA bundle
+    transport = storage_transport()
+    container = blob_client(process.connection_string, transport).get_container_client("tls")
+    container.create_container()
+    container.upload_blob("secure", b"over tls")
+    assert container.download_blob("secure").readall() == b"over tls"
+    assert transport.connections_opened == 1
+
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    untrusting = blob_client(process.connection_string, storage_transport()).get_container_client("tls")
+    with pytest.raises(ServiceRequestError, match="CERTIFICATE_VERIFY_FAILED"):
+        untrusting.download_blob("secure").readall()
