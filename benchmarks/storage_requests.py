@@ -1,21 +1,26 @@
-"""What one storage request costs here: client CPU (azure-core + requests) and Azurite's CPU.
+"""What one storage request costs here: client CPU (the storage SDK and its transport) and Azurite's CPU.
 
     .venv/bin/python benchmarks/storage_requests.py [--count 400]
 
 A step costs a handful of these (BENCHMARKS.md, "Per-step overhead"): a claim (create-only put),
 a step record and a reuse record (puts with metadata) and two run events (queue messages). Each
-kind is sent `count` times in a row to a private Azurite through the project's own clients.
+kind is sent `count` times in a row to a private Azurite, once through the project's transport
+(shared/http_transport.py, what mlpipe uses) and once through azure-core's RequestsTransport on
+the same tuned requests session (what it used before), alternating per kind.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 import time
 from pathlib import Path
 
+from azure.core.exceptions import ResourceExistsError
 from common import machine
+
 from devhost.azurite import free_port, start_azurite
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -27,6 +32,28 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def sender(kind: str, connection: str, transport, label: str):
+    """send(i) for one kind of request, through a client on `transport`."""
+    from azure.storage.blob import BlobServiceClient
+    from azure.storage.queue import QueueClient
+
+    prefix = "".join(ch for ch in label if ch.isalnum()).lower()
+    if kind.startswith("queue"):
+        queue = QueueClient.from_connection_string(connection, f"bench-{prefix}", transport=transport)
+        with contextlib.suppress(ResourceExistsError):
+            queue.create_queue()
+        return lambda i: queue.send_message(EVENT)
+    container = BlobServiceClient.from_connection_string(connection, transport=transport).get_container_client(
+        f"bench{prefix}")
+    if not container.exists():
+        container.create_container()
+    if kind.startswith("create-only"):
+        return lambda i: container.upload_blob(f"claim/{i}", b"", overwrite=False)
+    return lambda i: container.upload_blob(f"record/{i}", b"{}", overwrite=True,
+                                           metadata={"record": '{"Name": "s", "Status": "Completed"}'})
+
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=400)
@@ -36,28 +63,25 @@ def main() -> None:
         try:
             os.environ.update({"AzureWebJobsStorage": azurite.connection_string,
                                "MLPIPE_DATA_DIR": str(Path(scratch) / "data")})
-            from shared.queues import queue_client
-            from shared.storage import ensure_container
+            from shared.storage import storage_transport
 
-            container, queue = ensure_container("benchsystem"), queue_client("bench-events")
-            kinds = {
-                "create-only put (a claim)": lambda i: container.upload_blob(f"claim/{i}", b"", overwrite=False),
-                "put with metadata (a record)": lambda i: container.upload_blob(
-                    f"record/{i}", b"{}", overwrite=True, metadata={"record": '{"Name": "s", "Status": "Completed"}'}),
-                "queue message (a run event)": lambda i: queue.send_message(EVENT),
-            }
+            transports = {"http.client (mlpipe)": storage_transport()}
+            transports["requests"] = transports["http.client (mlpipe)"]._fallback
             print(f"machine: {machine()}; {args.count} requests of each kind, one after the other")
-            print("| request | wall | client CPU | Azurite CPU |")
-            print("|---|---:|---:|---:|")
-            for label, send in kinds.items():
-                azurite_before, wall_before, cpu_before = (process_cpu_seconds(azurite.process.pid),
-                                                           time.perf_counter(), time.process_time())
-                for i in range(args.count):
-                    send(i)
-                per = lambda seconds: f"{seconds / args.count * 1000:.2f} ms"  # noqa: E731
-                print(f"| {label} | {per(time.perf_counter() - wall_before)} | "
-                      f"{per(time.process_time() - cpu_before)} | "
-                      f"{per(process_cpu_seconds(azurite.process.pid) - azurite_before)} |")
+            print("| request | transport | wall | client CPU | Azurite CPU |")
+            print("|---|---|---:|---:|---:|")
+            for kind in ("create-only put (a claim)", "put with metadata (a record)", "queue message (a run event)"):
+                for name, transport in transports.items():
+                    send = sender(kind, azurite.connection_string, transport, name)
+                    send(-1)  # connect
+                    azurite_before, wall_before, cpu_before = (process_cpu_seconds(azurite.process.pid),
+                                                               time.perf_counter(), time.process_time())
+                    for i in range(args.count):
+                        send(i)
+                    per = lambda seconds: f"{seconds / args.count * 1000:.2f} ms"
+                    print(f"| {kind} | {name} | {per(time.perf_counter() - wall_before)} | "
+                          f"{per(time.process_time() - cpu_before)} | "
+                          f"{per(process_cpu_seconds(azurite.process.pid) - azurite_before)} |")
         finally:
             azurite.stop()
 

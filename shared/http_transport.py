@@ -119,7 +119,7 @@ class _ConnectionPool:
             connection = http.client.HTTPConnection(host, port, timeout=self._connection_timeout)
         try:
             connection.connect()
-        except (socket.timeout, TimeoutError) as exc:
+        except TimeoutError as exc:
             connection.close()
             raise ServiceRequestTimeoutError(f"connecting to {host}:{port} timed out", error=exc) from exc
         except OSError as exc:
@@ -152,7 +152,7 @@ class _Exchange:
                 yield decoder.decompress(block) if decoder else block
             if decoder:
                 yield decoder.flush()
-        except (socket.timeout, TimeoutError) as exc:
+        except TimeoutError as exc:
             self.close()
             raise ServiceResponseTimeoutError("reading the response timed out", error=exc) from exc
         except http.client.IncompleteRead as exc:
@@ -295,7 +295,7 @@ class HttpClientTransport(HttpTransport):
             if read_timeout != self._read_timeout:
                 connection.sock.settimeout(read_timeout)
             connection.request(request.method, target, body=request.data, headers=request.headers)
-        except (socket.timeout, TimeoutError) as exc:
+        except TimeoutError as exc:
             connection.close()
             raise ServiceRequestTimeoutError("sending the request timed out", error=exc) from exc
         except (OSError, http.client.HTTPException) as exc:
@@ -303,7 +303,7 @@ class HttpClientTransport(HttpTransport):
             raise ServiceRequestError(f"sending the request failed: {exc!r}", error=exc) from exc
         try:
             raw = connection.getresponse()
-        except (socket.timeout, TimeoutError) as exc:
+        except TimeoutError as exc:
             connection.close()
             raise ServiceResponseTimeoutError("waiting for the response timed out", error=exc) from exc
         except (OSError, http.client.HTTPException) as exc:

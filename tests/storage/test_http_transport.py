@@ -6,7 +6,11 @@ import os
 import subprocess
 
 import pytest
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError, ServiceRequestError
+from azure.core.exceptions import (
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+)
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
