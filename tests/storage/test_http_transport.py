@@ -11,11 +11,14 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
     ServiceRequestError,
 )
+from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
 from devhost.azurite import free_port, start_azurite
+from shared.errors import StorageError
 from shared.http_transport import HttpClientTransport
+from shared.settings import reset_settings
 from shared.storage import BLOCK_SIZE, GET_CHUNK_SIZE, storage_transport
 
 
@@ -25,12 +28,30 @@ def blob_client(connection: str, transport) -> BlobServiceClient:
         max_single_get_size=GET_CHUNK_SIZE, max_chunk_get_size=GET_CHUNK_SIZE, retry_total=0)
 
 
-def test_the_storage_transport_is_http_client_without_a_proxy(monkeypatch):
+@pytest.fixture
+def fresh_settings():
+    reset_settings()
+    yield
+    reset_settings()
+
+
+def test_the_storage_transport_is_http_client_unless_a_proxy_or_the_setting_says_otherwise(monkeypatch,
+                                                                                          fresh_settings):
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
     assert isinstance(storage_transport(), HttpClientTransport)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
-    assert not isinstance(storage_transport(), HttpClientTransport)  # requests honours the proxy
+    assert isinstance(storage_transport(), RequestsTransport)  # requests honours the proxy
+    monkeypatch.delenv("HTTPS_PROXY")
+
+    monkeypatch.setenv("MLPIPE_STORAGE_TRANSPORT", "requests")
+    reset_settings()
+    assert isinstance(storage_transport(), RequestsTransport)
+    monkeypatch.setenv("MLPIPE_STORAGE_TRANSPORT", "urllib")
+    reset_settings()
+    with pytest.raises(StorageError, match="MLPIPE_STORAGE_TRANSPORT must be one of http.client, requests, "
+                                           "not 'urllib'"):
+        storage_transport()
 
 
 def test_blob_operations_round_trip_on_few_connections(azurite):
