@@ -457,11 +457,12 @@ class RunStore:
         An empty log is not uploaded unless it replaces an earlier attempt's (`replaces_earlier`):
         get_log answers "" for a step that has a record but no log."""
         size = local_file.stat().st_size if local_file.exists() else 0
+        if size == 0 and not replaces_earlier:
+            return
         blob = self._container().get_blob_client(f"{_step_prefix(run_id, step)}/log.txt")
         with translate_storage_errors(f"log of step '{step}' in run '{run_id}'"):
             if size == 0:
-                if replaces_earlier:
-                    blob.upload_blob(b"", overwrite=True)
+                blob.upload_blob(b"", overwrite=True)
                 return
             with open(local_file, "rb") as stream:
                 blob.upload_blob(stream, length=size, overwrite=True,
