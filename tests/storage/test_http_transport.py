@@ -76,6 +76,21 @@ def test_blob_operations_round_trip_on_few_connections(azurite):
     assert transport.connections_opened == 1
 
 
+def test_files_stream_up_and_down_in_blocks_on_several_connections(azurite, tmp_path):
+    transport = storage_transport()
+    container = blob_client(azurite.connection_string, transport).get_container_client(f"tr{os.urandom(4).hex()}")
+    container.create_container()
+    source, copy = tmp_path / "source.bin", tmp_path / "copy.bin"
+    source.write_bytes(os.urandom(2 * BLOCK_SIZE + 999))  # three blocks, the last one short
+    with open(source, "rb") as stream:  # file-like block bodies, sent by up to 3 threads at once
+        container.upload_blob("file.bin", stream, length=source.stat().st_size, max_concurrency=3)
+    with open(copy, "wb") as sink:
+        container.download_blob("file.bin", max_concurrency=3).readinto(sink)
+    assert copy.read_bytes() == source.read_bytes()
+    # ~16 requests (blocks, block list, 1 MiB ranges); concurrent ones need their own connections
+    assert 1 < transport.connections_opened <= 6
+
+
 def test_queue_messages_round_trip(azurite):
     transport = storage_transport()
     queue = QueueClient.from_connection_string(azurite.connection_string, f"tr{os.urandom(4).hex()}",
