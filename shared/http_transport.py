@@ -1,16 +1,16 @@
-"""An azure-core transport for the blob client on the standard library's http.client.
+"""An azure-core transport for the storage clients on the standard library's http.client.
 
-Every step and every submission makes a handful of small blob requests (a claim, records, an
-index entry). Through azure-core's RequestsTransport each one also passes requests' session
-merging and urllib3's pool: about half of the ~1.2 ms of client CPU a small request costs here
-(BENCHMARKS.md). This transport sends the same requests on pooled keep-alive http.client
-connections. The storage SDK, its policies (signing, retries, response hooks) and its errors are
-unchanged: only the last hop differs.
+Every step and every submission makes a handful of small storage requests (a claim, records, run
+events, an index entry). Through azure-core's RequestsTransport each one also passes requests'
+session merging and urllib3's pool: about a third of the ~1.2-1.6 ms of client CPU a small request
+costs here (BENCHMARKS.md). This transport sends the same requests on pooled keep-alive
+http.client connections. The storage SDKs, their policies (signing, retries, response hooks) and
+their errors are unchanged: only the last hop differs.
 
 It answers both of azure-core's request shapes (the legacy pipeline.transport.HttpRequest and the
 "rest" HttpRequest the newer generated SDK code sends). What it does not do itself it hands to a
-RequestsTransport: multipart file uploads and explicit proxies. `storage_transport` in shared/storage.py uses it
-only when no proxy is configured in the environment.
+RequestsTransport: multipart file uploads and explicit proxies. `storage_transport` in
+shared/storage.py uses it unless a proxy is configured or MLPIPE_STORAGE_TRANSPORT=requests.
 """
 
 from __future__ import annotations
@@ -58,11 +58,16 @@ def _ssl_context(verify: bool | str, cert: str | tuple[str, str] | None) -> ssl.
 
 
 def _is_dropped(connection: http.client.HTTPConnection) -> bool:
-    """An idle keep-alive connection the server has closed (or that has stray bytes) reads as ready."""
+    """An idle keep-alive connection the server has closed (or that has stray bytes) reads as ready.
+    poll, where there is one, has no limit on descriptor numbers (select fails above 1023)."""
     sock = connection.sock
     if sock is None:
         return True
     try:
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
         return bool(select.select([sock], [], [], 0)[0])
     except (OSError, ValueError):
         return True

@@ -84,6 +84,28 @@ def test_a_connection_the_server_dropped_is_not_reused(server):
     assert sender.connections_opened == 2
 
 
+def test_connections_on_high_descriptor_numbers_are_reused(server):
+    """select() cannot watch descriptors above 1023; a busy host has that many open."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        if hard != resource.RLIM_INFINITY and hard < 1200:
+            pytest.skip("fewer than 1200 descriptors allowed here")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+    fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        sender = transport()
+        for _ in range(3):
+            assert sender.send(LegacyRequest("GET", f"{server}/plain")).body() == BODY
+        assert sender.connections_opened == 1
+    finally:
+        for descriptor in fillers:
+            os.close(descriptor)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_gzip_bodies_are_decoded_unless_raw_is_asked_for(server):
     sender = transport()
     assert sender.send(LegacyRequest("GET", f"{server}/gzip")).body() == BODY
