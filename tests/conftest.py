@@ -26,13 +26,10 @@ def azurite(tmp_path_factory):
 @pytest.fixture
 def storage_env(azurite, monkeypatch, tmp_path):
     """Point mlpipe's settings at the test Azurite with fresh container names per test."""
-    from shared.settings import reset_settings
+    from tests.settings_env import use_settings
 
     suffix = os.urandom(4).hex()
-    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
-    monkeypatch.setenv("MLPIPE_BLOBSTORE_CONTAINER", f"ws{suffix}")
-    monkeypatch.setenv("MLPIPE_SYSTEM_CONTAINER", f"sys{suffix}")
-    monkeypatch.setenv("MLPIPE_DATA_DIR", str(tmp_path / "data"))
-    reset_settings()
-    yield azurite
-    reset_settings()
+    for _ in use_settings({"AzureWebJobsStorage": azurite.connection_string,
+                           "MLPIPE_BLOBSTORE_CONTAINER": f"ws{suffix}", "MLPIPE_SYSTEM_CONTAINER": f"sys{suffix}",
+                           "MLPIPE_DATA_DIR": str(tmp_path / "data")}, monkeypatch):
+        yield azurite

@@ -11,7 +11,7 @@ import pytest
 
 from devhost.testing import start_host
 from shared.client import PipelineClient
-from shared.settings import reset_settings
+from tests.settings_env import use_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # itest_pipelines (importlib import mode)
@@ -45,8 +45,4 @@ def client(host) -> PipelineClient:
 @pytest.fixture
 def test_storage(host_env, monkeypatch):
     """This test process talks to the same containers as the host (to upload data, inspect blobs)."""
-    for name, value in host_env.items():
-        monkeypatch.setenv(name, value)
-    reset_settings()
-    yield
-    reset_settings()
+    yield from use_settings(host_env, monkeypatch)

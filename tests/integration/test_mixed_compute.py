@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 from azure.storage.blob import BlobServiceClient
+from itest_pipelines import publish, write_pipeline
 
 from devhost.testing import start_host
-from itest_pipelines import publish, write_pipeline
 from shared.client import PipelineClient
 from shared.datastore import get_datastore
 from shared.settings import reset_settings
@@ -28,6 +28,7 @@ from tests.contract.azurite_accounts import SECOND_KEY, two_account_azurite
 from tests.contract.databricks_service import DatabricksService
 from tests.contract.jobs import read_blobs, write_blob
 from tests.contract.server import ContractServer
+from tests.settings_env import use_settings
 
 pytestmark = pytest.mark.integration
 
@@ -96,11 +97,7 @@ def mixed_host(mixed_env):
 
 @pytest.fixture
 def local_view(mixed_env, monkeypatch):
-    for name, value in mixed_env.items():
-        monkeypatch.setenv(name, value)
-    reset_settings()
-    yield
-    reset_settings()
+    yield from use_settings(mixed_env, monkeypatch)
 
 
 def definition(databricks_url: str) -> dict:
@@ -121,6 +118,17 @@ def definition(databricks_url: str) -> dict:
             {"name": "publish", "type": "data_transfer", "inputs": {"model": "train.model"}, "outputs": ["released"]},
         ],
     }
+
+
+def publish_mixed(host, databricks, name: str, raw_folder: str, raw_rows: bytes,
+                  tmp_path) -> tuple[PipelineClient, dict]:
+    """The mixed pipeline published as `name`, reading `raw_rows` uploaded to `raw_folder` of the archive."""
+    get_datastore("archive").upload_bytes(f"{raw_folder}/part.csv", raw_rows)
+    definition_ = definition(databricks.url)
+    definition_["name"] = name
+    definition_["datasets"]["raw"]["path"] = raw_folder
+    client = PipelineClient(host.url, KEY)
+    return client, publish(client, write_pipeline(tmp_path / "p", definition_, script=PREP))
 
 
 def _text(value) -> str:
@@ -183,12 +191,7 @@ def test_mixed_pipeline_runs_reuses_and_leaks_no_credential(mixed_host, databric
 def test_cancelling_the_run_cancels_the_databricks_run(mixed_host, databricks, local_view, tmp_path):
     import time
 
-    get_datastore("archive").upload_bytes("exports/cancel/part.csv", b"1,2,x\n")
-    definition_ = definition(databricks.url)
-    definition_["name"] = "mixed-cancel"
-    definition_["datasets"]["raw"]["path"] = "exports/cancel"
-    client = PipelineClient(mixed_host.url, KEY)
-    pipeline = publish(client, write_pipeline(tmp_path / "p", definition_, script=PREP))
+    client, pipeline = publish_mixed(mixed_host, databricks, "mixed-cancel", "exports/cancel", b"1,2,x\n", tmp_path)
     databricks.service.script_next(*["RUNNING"] * 500)  # train would run "forever"
     submitted_before = len(databricks.calls("runs/submit"))
     run_id = client.submit(pipeline["Id"], "mixed")["Id"]
@@ -209,12 +212,8 @@ def test_cancelling_the_run_cancels_the_databricks_run(mixed_host, databricks, l
 def test_a_permanent_databricks_error_fails_the_step_with_its_message(mixed_host, databricks, local_view, tmp_path):
     from tests.contract.server import Fault
 
-    get_datastore("archive").upload_bytes("exports/bad/part.csv", b"3,4,y\n")
-    definition_ = definition(databricks.url)
-    definition_["name"] = "mixed-permanent-error"
-    definition_["datasets"]["raw"]["path"] = "exports/bad"
-    client = PipelineClient(mixed_host.url, KEY)
-    pipeline = publish(client, write_pipeline(tmp_path / "p", definition_, script=PREP))
+    client, pipeline = publish_mixed(mixed_host, databricks, "mixed-permanent-error", "exports/bad", b"3,4,y\n",
+                                     tmp_path)
     refusal = {"error_code": "INVALID_PARAMETER_VALUE", "message": "Cluster 0101-e2e does not exist"}
     databricks.inject("runs/submit", Fault.http(400, body=refusal))
     try:

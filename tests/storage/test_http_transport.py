@@ -19,6 +19,7 @@ from shared.errors import StorageError
 from shared.http_transport import HttpClientTransport
 from shared.settings import reset_settings
 from shared.storage import BLOCK_SIZE, GET_CHUNK_SIZE, storage_transport
+from tests.settings_env import use_settings
 
 
 def blob_client(connection: str, transport) -> BlobServiceClient:
@@ -28,10 +29,8 @@ def blob_client(connection: str, transport) -> BlobServiceClient:
 
 
 @pytest.fixture
-def fresh_settings():
-    reset_settings()
-    yield
-    reset_settings()
+def fresh_settings(monkeypatch):
+    yield from use_settings({}, monkeypatch)
 
 
 def test_the_storage_transport_is_http_client_unless_a_proxy_or_the_setting_says_otherwise(monkeypatch,
