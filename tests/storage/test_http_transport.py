@@ -28,15 +28,16 @@ def blob_client(connection: str, transport) -> BlobServiceClient:
         max_single_get_size=GET_CHUNK_SIZE, max_chunk_get_size=GET_CHUNK_SIZE, retry_total=0)
 
 
-@pytest.fixture
-def fresh_settings(monkeypatch):
+@pytest.fixture(autouse=True)
+def default_transport(monkeypatch):
+    """These tests are about the default transport, whatever this machine's environment says."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy",
+                 "MLPIPE_STORAGE_TRANSPORT"):
+        monkeypatch.delenv(name, raising=False)
     yield from use_settings({}, monkeypatch)
 
 
-def test_the_storage_transport_is_http_client_unless_a_proxy_or_the_setting_says_otherwise(monkeypatch,
-                                                                                          fresh_settings):
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
+def test_the_storage_transport_is_http_client_unless_a_proxy_or_the_setting_says_otherwise(monkeypatch):
     assert isinstance(storage_transport(), HttpClientTransport)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
     assert isinstance(storage_transport(), RequestsTransport)  # requests honours the proxy
