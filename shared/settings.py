@@ -75,8 +75,9 @@ class Settings:
     run_events: str = "queue"
     run_events_queue: str = "run-events"
     submissions_queue: str = "pipeline-submissions"
-    # How storage requests are sent (shared/storage.py storage_transport): "http.client" or "requests".
-    storage_transport: str = "http.client"
+    # How mlpipe's azure-core clients (storage, Azure ML, ADLA) send requests
+    # (shared/http_transport.py azure_transport): "http.client" or "requests".
+    http_transport: str = "http.client"
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -98,7 +99,7 @@ class Settings:
             run_events=(_env("MLPIPE_RUN_EVENTS", "queue") or "queue").lower(),
             run_events_queue=_env("MLPIPE_RUN_EVENTS_QUEUE", "run-events"),
             submissions_queue=_env("MLPIPE_SUBMISSIONS_QUEUE", "pipeline-submissions"),
-            storage_transport=(_env("MLPIPE_STORAGE_TRANSPORT", "http.client") or "http.client").lower(),
+            http_transport=(_env("MLPIPE_HTTP_TRANSPORT", "http.client") or "http.client").lower(),
         )
 
 

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-import requests
 from azure.core import MatchConditions
 from azure.core.exceptions import (
     AzureError,
@@ -28,11 +25,11 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.core.pipeline.transport import HttpTransport, RequestsTransport
+from azure.core.pipeline.transport import HttpTransport
 from azure.storage.blob import BlobServiceClient, ContainerClient, ExponentialRetry
 
 from shared.errors import Conflict, MlpipeError, NotFound, StorageError, TransientError
-from shared.http_transport import HttpClientTransport
+from shared.http_transport import azure_transport
 from shared.settings import get_settings
 
 # azure-core logs every request and response (headers included) at INFO. A Functions host logs
@@ -53,7 +50,6 @@ FILE_CONCURRENCY = 8
 # Large enough for FILE_CONCURRENCY files each using BLOB_CONCURRENCY connections.
 CONNECTION_POOL_SIZE = 64
 CONNECT_TIMEOUT_SECONDS = 10
-STORAGE_TRANSPORTS = ("http.client", "requests")
 READ_TIMEOUT_SECONDS = 120
 
 _clients: dict[str, BlobServiceClient] = {}
@@ -68,35 +64,9 @@ def _retry_policy() -> ExponentialRetry:
 
 
 def storage_transport(pool_size: int = CONNECTION_POOL_SIZE) -> HttpTransport:
-    """An azure-core transport for the storage clients.
-
-    By default, and without a proxy configured: pooled http.client connections
-    (shared/http_transport.py), which cost about a third less client CPU than requests per small
-    request, with a requests session behind them for what they hand over. With a proxy configured,
-    or with MLPIPE_STORAGE_TRANSPORT=requests: azure-core's RequestsTransport alone.
-
-    requests would consult the environment (proxies, no_proxy, CA bundle, .netrc) on every request
-    when trust_env is on: a walk over os.environ that cost ~0.5 ms of CPU per storage call. Without
-    a proxy that walk can only find the CA bundle, so it is turned off and the bundle
-    (REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, as requests would pick it) is passed once instead."""
-    choice = get_settings().storage_transport
-    if choice not in STORAGE_TRANSPORTS:
-        raise StorageError(f"MLPIPE_STORAGE_TRANSPORT must be one of {', '.join(STORAGE_TRANSPORTS)}, "
-                           f"not '{choice}'")
-    session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    timeouts = {"connection_timeout": CONNECT_TIMEOUT_SECONDS, "read_timeout": READ_TIMEOUT_SECONDS}
-    if urllib.request.getproxies():
-        return RequestsTransport(session=session, session_owner=False, **timeouts)
-    session.trust_env = False
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    verify = {"connection_verify": bundle} if bundle else {}
-    requests_transport = RequestsTransport(session=session, session_owner=False, **timeouts, **verify)
-    if choice == "requests":
-        return requests_transport
-    return HttpClientTransport(pool_size=pool_size, fallback=requests_transport, **timeouts, **verify)
+    """The transport of the blob and queue clients (shared/http_transport.py azure_transport)."""
+    return azure_transport(pool_size=pool_size, connection_timeout=CONNECT_TIMEOUT_SECONDS,
+                           read_timeout=READ_TIMEOUT_SECONDS)
 
 
 def is_account_url(value: str) -> bool:

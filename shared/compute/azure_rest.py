@@ -15,12 +15,14 @@ from urllib.parse import urlparse
 
 from azure.core import PipelineClient
 from azure.core.pipeline.policies import BearerTokenCredentialPolicy, HeadersPolicy, UserAgentPolicy
-from azure.core.pipeline.transport import RequestsTransport
 from azure.core.rest import HttpRequest
 
 from shared.compute.retry import Transient, classify_status, is_connection_error, retry_call
 from shared.errors import ComputeError, TransientError
+from shared.http_transport import azure_transport
 from shared.redact import redact
+
+REST_POOL_SIZE = 4  # a client polls a few jobs at a time
 
 
 class ServiceError(ComputeError):
@@ -75,7 +77,7 @@ class JsonRestClient:
             base_url=self.endpoint,
             policies=[HeadersPolicy({"Accept": "application/json"}), UserAgentPolicy(sdk_moniker="mlpipe"),
                       BearerTokenCredentialPolicy(credential, scope)],
-            transport=RequestsTransport(connection_timeout=10, read_timeout=60),
+            transport=azure_transport(pool_size=REST_POOL_SIZE, connection_timeout=10, read_timeout=60),
         )
 
     def call(self, method: str, path: str, what: str, body: Any = None, ok_missing: bool = False,

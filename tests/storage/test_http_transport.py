@@ -15,7 +15,7 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
 from devhost.azurite import free_port, start_azurite
-from shared.errors import StorageError
+from shared.errors import MlpipeError
 from shared.http_transport import HttpClientTransport
 from shared.settings import reset_settings
 from shared.storage import BLOCK_SIZE, GET_CHUNK_SIZE, storage_transport
@@ -32,7 +32,7 @@ def blob_client(connection: str, transport) -> BlobServiceClient:
 def default_transport(monkeypatch):
     """These tests are about the default transport, whatever this machine's environment says."""
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy",
-                 "MLPIPE_STORAGE_TRANSPORT"):
+                 "MLPIPE_HTTP_TRANSPORT"):
         monkeypatch.delenv(name, raising=False)
     yield from use_settings({}, monkeypatch)
 
@@ -43,12 +43,12 @@ def test_the_storage_transport_is_http_client_unless_a_proxy_or_the_setting_says
     assert isinstance(storage_transport(), RequestsTransport)  # requests honours the proxy
     monkeypatch.delenv("HTTPS_PROXY")
 
-    monkeypatch.setenv("MLPIPE_STORAGE_TRANSPORT", "requests")
+    monkeypatch.setenv("MLPIPE_HTTP_TRANSPORT", "requests")
     reset_settings()
     assert isinstance(storage_transport(), RequestsTransport)
-    monkeypatch.setenv("MLPIPE_STORAGE_TRANSPORT", "urllib")
+    monkeypatch.setenv("MLPIPE_HTTP_TRANSPORT", "urllib")
     reset_settings()
-    with pytest.raises(StorageError, match="MLPIPE_STORAGE_TRANSPORT must be one of http.client, requests, "
+    with pytest.raises(MlpipeError, match="MLPIPE_HTTP_TRANSPORT must be one of http.client, requests, "
                                            "not 'urllib'"):
         storage_transport()
 
