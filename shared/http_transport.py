@@ -103,7 +103,7 @@ class _ConnectionPool:
                 if not _is_dropped(connection):
                     return connection, True
                 connection.close()
-        return self._connect(origin, verify, cert), False
+        return self.connect(origin, verify, cert), False
 
     def give_back(self, origin: _Origin, connection: http.client.HTTPConnection) -> None:
         with self._lock:
@@ -120,7 +120,8 @@ class _ConnectionPool:
             for connection in connections:
                 connection.close()
 
-    def _connect(self, origin: _Origin, verify: bool | str, cert) -> http.client.HTTPConnection:
+    def connect(self, origin: _Origin, verify: bool | str, cert) -> http.client.HTTPConnection:
+        """A new connection to `origin`, connected."""
         scheme, host, port = origin
         if scheme == "https":
             key = (verify, cert)
@@ -261,6 +262,48 @@ def _decoder(content_encoding: str | None):
     return None
 
 
+class _ConnectionDropped(ServiceRequestError):
+    """A reused keep-alive connection the server had closed as the request went out: nothing came back."""
+
+
+# Requests that may be sent again at once on a new connection when a reused one was dropped: the
+# idempotent methods, with a body that is still whole (bytes; a stream may be half read). Others are
+# left to the SDK's retry policy, which rewinds streams.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
+
+def _can_send_again(request) -> bool:
+    return request.method.upper() in _IDEMPOTENT and (request.data is None or isinstance(request.data, (bytes, str)))
+
+
+def _round_trip(connection: http.client.HTTPConnection, reused: bool, request, target: str,
+                read_timeout: float, default_read_timeout: float) -> http.client.HTTPResponse:
+    """Send `request` and read the response's status and headers; azure-core errors on failure (the
+    connection is then closed). A reused connection the server closed is _ConnectionDropped."""
+    try:
+        if read_timeout != default_read_timeout:
+            connection.sock.settimeout(read_timeout)
+        connection.request(request.method, target, body=request.data, headers=request.headers)
+    except TimeoutError as exc:
+        connection.close()
+        raise ServiceRequestTimeoutError("sending the request timed out", error=exc) from exc
+    except (OSError, http.client.HTTPException) as exc:
+        connection.close()
+        dropped = reused and isinstance(exc, (BrokenPipeError, ConnectionResetError))
+        error = _ConnectionDropped if dropped else ServiceRequestError
+        raise error(f"sending the request failed: {exc!r}", error=exc) from exc
+    try:
+        return connection.getresponse()
+    except TimeoutError as exc:
+        connection.close()
+        raise ServiceResponseTimeoutError("waiting for the response timed out", error=exc) from exc
+    except (OSError, http.client.HTTPException) as exc:
+        connection.close()
+        dropped = reused and isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError))
+        error = _ConnectionDropped if dropped else ServiceResponseError
+        raise error(f"reading the response failed: {exc!r}", error=exc) from exc
+
+
 class HttpClientTransport(HttpTransport):
     """azure-core transport on pooled http.client connections (see the module docstring)."""
 
@@ -305,27 +348,12 @@ class HttpClientTransport(HttpTransport):
         origin, target = self._split(request.url)
         connection, reused = self._pool.take(origin, verify, cert)
         try:
-            if read_timeout != self._read_timeout:
-                connection.sock.settimeout(read_timeout)
-            connection.request(request.method, target, body=request.data, headers=request.headers)
-        except TimeoutError as exc:
-            connection.close()
-            raise ServiceRequestTimeoutError("sending the request timed out", error=exc) from exc
-        except (OSError, http.client.HTTPException) as exc:
-            connection.close()
-            raise ServiceRequestError(f"sending the request failed: {exc!r}", error=exc) from exc
-        try:
-            raw = connection.getresponse()
-        except TimeoutError as exc:
-            connection.close()
-            raise ServiceResponseTimeoutError("waiting for the response timed out", error=exc) from exc
-        except (OSError, http.client.HTTPException) as exc:
-            connection.close()
-            # A reused keep-alive connection the server closed just as it was sent on answers
-            # nothing: the request never reached it, which the retry policy may safely repeat.
-            error = ServiceRequestError if reused and isinstance(exc, http.client.RemoteDisconnected) \
-                else ServiceResponseError
-            raise error(f"reading the response failed: {exc!r}", error=exc) from exc
+            raw = _round_trip(connection, reused, request, target, read_timeout, self._read_timeout)
+        except _ConnectionDropped:
+            if not _can_send_again(request):
+                raise
+            connection = self._pool.connect(origin, verify, cert)
+            raw = _round_trip(connection, False, request, target, read_timeout, self._read_timeout)
 
         def release(reusable: bool) -> None:
             if reusable and read_timeout == self._read_timeout:

@@ -26,6 +26,8 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
+        if self._drops_this_request():
+            return
         if self.path == "/slow":
             self.server.release.wait(5)
             return
@@ -39,6 +41,21 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
         if self.path == "/then-close":  # the server drops the connection without saying so
             self.close_connection = True
+
+    def do_POST(self) -> None:
+        if self._drops_this_request():
+            return
+        self.do_PUT()
+
+    def _drops_this_request(self) -> bool:
+        """Under /drop-second, the second request on a connection is read and the connection closed
+        unanswered: a keep-alive connection the server closed just as the client reused it."""
+        self.requests_here = getattr(self, "requests_here", 0) + 1
+        if self.path.startswith("/drop-second") and self.requests_here == 2:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.close_connection = True
+            return True
+        return False
 
     def do_PUT(self) -> None:
         received = self.rfile.read(int(self.headers["Content-Length"]))
@@ -82,6 +99,23 @@ def test_a_connection_the_server_dropped_is_not_reused(server):
     assert sender.send(LegacyRequest("GET", f"{server}/then-close")).body() == BODY
     assert sender.send(LegacyRequest("GET", f"{server}/plain")).body() == BODY
     assert sender.connections_opened == 2
+
+
+def test_an_idempotent_request_on_a_connection_closed_as_it_was_reused_is_sent_again_at_once(server):
+    sender = transport()
+    assert sender.send(LegacyRequest("GET", f"{server}/drop-second")).body() == BODY
+    assert sender.send(LegacyRequest("GET", f"{server}/drop-second")).body() == BODY  # again, on a new connection
+    assert sender.connections_opened == 2
+
+
+def test_a_post_on_a_connection_closed_as_it_was_reused_is_left_to_the_retry_policy(server):
+    sender = transport()
+    post = lambda: sender.send(RestRequest("POST", f"{server}/drop-second", content=b"m",  # noqa: E731
+                                           headers={"Content-Length": "1"}))
+    assert post().status_code == 201
+    with pytest.raises(ServiceRequestError, match="Remote end closed connection"):
+        post()  # it may have reached the server: not sent twice here
+    assert sender.connections_opened == 1
 
 
 def test_connections_on_high_descriptor_numbers_are_reused(server):
