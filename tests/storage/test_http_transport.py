@@ -87,8 +87,8 @@ def test_files_stream_up_and_down_in_blocks_on_several_connections(azurite, tmp_
     with open(copy, "wb") as sink:
         container.download_blob("file.bin", max_concurrency=3).readinto(sink)
     assert copy.read_bytes() == source.read_bytes()
-    # ~16 requests (blocks, block list, 1 MiB ranges); concurrent ones need their own connections
-    assert 1 < transport.connections_opened <= 6
+    # ~16 requests (blocks, block list, 1 MiB ranges) on a few connections: one per thread at most
+    assert transport.connections_opened <= 6
 
 
 def test_queue_messages_round_trip(azurite):
