@@ -1,15 +1,18 @@
 """Per-step overhead of mlpipe on local compute, from HTTP submit to Finished.
 
-    .venv/bin/python benchmarks/pipeline_overhead.py [--chain 50] [--fanout 100]
+    .venv/bin/python benchmarks/pipeline_overhead.py [--chain 50] [--fanout 100] [--repeat 1]
 
 Each step runs an empty Python script (the cost of `python -c pass`); the raw floor is that
 spawn measured in the same run. Reports: chain of N (per-step overhead beyond the spawn),
 fan-out/fan-in of N (wall time to Finished), and the all-reused resubmission of the chain.
+With --repeat R, R fresh chains (other arguments, nothing reused) run one after the other in the
+same host and the median is reported with the range: the machine's speed drifts from minute to minute.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -27,8 +30,12 @@ def noop_step(name: str, after: list[str]) -> dict:
             "run_after": after}
 
 
-def chain(n: int) -> dict:
-    return {"name": f"chain{n}", "steps": [noop_step(f"s{i}", [f"s{i-1}"] if i else []) for i in range(n)]}
+def chain(n: int, variant: str = "") -> dict:
+    """n no-op steps in a row; a `variant` gives every step other arguments (a fresh chain, nothing reused)."""
+    steps = [noop_step(f"s{i}", [f"s{i-1}"] if i else []) for i in range(n)]
+    for step in steps if variant else []:
+        step["arguments"] = [f"{step['name']}-{variant}"]
+    return {"name": f"chain{n}{variant}", "steps": steps}
 
 
 def fan_out(n: int) -> dict:
@@ -50,18 +57,27 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--chain", type=int, default=50)
     parser.add_argument("--fanout", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run that many fresh chains in the same host; the median is reported, with the range")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch, local_stack() as (client, _env, _host):
         scratch = Path(scratch)
         chain_id = publish(client, scratch / "chain", chain(args.chain))
+        more_chains = [publish(client, scratch / f"chain{i}", chain(args.chain, f"r{i}"))
+                       for i in range(1, args.repeat)]
         fan_id = publish(client, scratch / "fan", fan_out(args.fanout))
         floor = spawn_floor(scratch / "chain" / "src" / "noop.py", 20)
 
-        chain_seconds, chain_run = timed_run(client, chain_id)
-        assert chain_run["Status"] == "Finished", chain_run["Error"]
+        chain_times = []
+        for pipeline_id in [chain_id, *more_chains]:
+            seconds, chain_run = timed_run(client, pipeline_id)
+            assert chain_run["Status"] == "Finished", chain_run["Error"]
+            assert not any(step["Reused"] for step in chain_run["Steps"])
+            chain_times.append(seconds)
+        chain_seconds = statistics.median(chain_times)
         fan_seconds, fan_run = timed_run(client, fan_id)
         assert fan_run["Status"] == "Finished", fan_run["Error"]
-        assert not any(step["Reused"] for step in chain_run["Steps"] + fan_run["Steps"])
+        assert not any(step["Reused"] for step in fan_run["Steps"])
         reused_seconds, reused_run = timed_run(client, chain_id)
         assert all(step["Reused"] for step in reused_run["Steps"])
 
@@ -72,7 +88,11 @@ def main() -> None:
     print(f"| spawn `python noop.py` | {floor * 1000:.1f} ms | - |")
     print(f"| chain of {args.chain}, submit to Finished | {chain_seconds:.2f} s ({per_step * 1000:.1f} ms/step) "
           f"| {args.chain} x spawn = {args.chain * floor:.2f} s |")
-    print(f"| chain of {args.chain}: overhead per step beyond the spawn | {(per_step - floor) * 1000:.1f} ms | - |")
+    lowest, highest = ((seconds / args.chain - floor) * 1000 for seconds in (min(chain_times), max(chain_times)))
+    spread = "" if len(chain_times) == 1 else \
+        f" (median of {len(chain_times)} fresh chains; {lowest:.1f}–{highest:.1f} ms)"
+    print(f"| chain of {args.chain}: overhead per step beyond the spawn | {(per_step - floor) * 1000:.1f} ms"
+          f"{spread} | - |")
     print(f"| fan-out/fan-in of {args.fanout} (+root, +join), submit to Finished | {fan_seconds:.2f} s "
           f"| {args.fanout + 2} spawns serial = {(args.fanout + 2) * floor:.2f} s |")
     print(f"| resubmit chain of {args.chain}, all Reused, submit to Finished | {reused_seconds:.2f} s | - |")
