@@ -21,6 +21,7 @@ BENCHMARKS = {
     "fingerprint": ["fingerprint_bench.py"],
     "storage_requests": ["storage_requests.py"],
     "pipeline_overhead": ["pipeline_overhead.py"],
+    "run_latency": ["run_latency.py"],
     "scale": ["scale.py"],
     "http_load": ["http_load.py"],
     "triggers": ["triggers.py"],
