@@ -139,7 +139,8 @@ class _ConnectionPool:
         except OSError as exc:
             connection.close()
             raise ServiceRequestError(f"cannot connect to {host}:{port}: {exc.strerror or exc}", error=exc) from exc
-        self.opened += 1
+        with self._lock:
+            self.opened += 1
         connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         connection.sock.settimeout(self._read_timeout)
         return connection
