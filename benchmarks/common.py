@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
@@ -53,6 +54,11 @@ def timed_run(client: PipelineClient, pipeline_id: str, **submit_fields) -> tupl
     run = client.submit(pipeline_id, "benchmark", **submit_fields)
     final = client.wait_for_run(run["Id"], poll_seconds=0.05, timeout=900)
     return time.perf_counter() - started, final
+
+
+def epoch_seconds(utc_time: str) -> float:
+    """A recorded time (ISO 8601, `Z` for UTC, as runs and steps carry them) as seconds since the epoch."""
+    return datetime.fromisoformat(utc_time.replace("Z", "+00:00")).timestamp()
 
 
 def machine() -> str:

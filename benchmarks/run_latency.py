@@ -15,15 +15,10 @@ import argparse
 import statistics
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
-from common import local_stack, machine
+from common import epoch_seconds, local_stack, machine
 from pipeline_overhead import chain, publish
-
-
-def seconds(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def phases(client, pipeline_id: str) -> dict[str, float]:
@@ -37,10 +32,10 @@ def phases(client, pipeline_id: str) -> dict[str, float]:
     assert not step["Reused"]
     return {
         "submit call (HTTP 202)": accepted - started,
-        "accepted → step started": seconds(step["StartTimeUtc"]) - accepted,
-        "step (empty script)": seconds(step["EndTimeUtc"]) - seconds(step["StartTimeUtc"]),
-        "step ended → run ended": seconds(final["EndTimeUtc"]) - seconds(step["EndTimeUtc"]),
-        "run ended → client sees it": seen - seconds(final["EndTimeUtc"]),
+        "accepted → step started": epoch_seconds(step["StartTimeUtc"]) - accepted,
+        "step (empty script)": epoch_seconds(step["EndTimeUtc"]) - epoch_seconds(step["StartTimeUtc"]),
+        "step ended → run ended": epoch_seconds(final["EndTimeUtc"]) - epoch_seconds(step["EndTimeUtc"]),
+        "run ended → client sees it": seen - epoch_seconds(final["EndTimeUtc"]),
         "total": seen - started,
     }
 

@@ -21,13 +21,12 @@ import statistics
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 
 import yaml
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
-from common import local_stack, machine
+from common import epoch_seconds, local_stack, machine
 
 from shared.fingerprint import SourceHasher
 from shared.packaging import build_package
@@ -50,10 +49,6 @@ def publish(client, folder: Path) -> dict:
     path.write_text(yaml.safe_dump(definition, sort_keys=False))
     loaded, base_dir = load_definition(path)
     return client.publish_package(build_package(path, loaded, base_dir, SourceHasher(None)))
-
-
-def ts(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def runs(client, experiment: str) -> list[dict]:
@@ -89,7 +84,7 @@ def blob_latency(client, env, pipeline, uploads: int, debounce: float) -> list[t
         sent = time.time()
         found = wait_started(client, experiment, index + 1)
         newest = found[0]
-        results.append((ts(newest["CreatedTimeUtc"]) - sent, ts(newest["StartTimeUtc"]) - sent))
+        results.append((epoch_seconds(newest["CreatedTimeUtc"]) - sent, epoch_seconds(newest["StartTimeUtc"]) - sent))
         time.sleep(0.5)
     return results
 
@@ -117,7 +112,7 @@ def queue_latency(client, env, pipeline, count: int) -> list[tuple[float, float]
         queue.send_message(message(pipeline["Id"], experiment, f"latency-{index}"))
         sent = time.time()
         newest = wait_started(client, experiment, index + 1)[0]
-        results.append((ts(newest["CreatedTimeUtc"]) - sent, ts(newest["StartTimeUtc"]) - sent))
+        results.append((epoch_seconds(newest["CreatedTimeUtc"]) - sent, epoch_seconds(newest["StartTimeUtc"]) - sent))
     return results
 
 
