@@ -78,6 +78,9 @@ class Settings:
     # How mlpipe's azure-core clients (storage, Azure ML, ADLA) send requests
     # (shared/http_transport.py azure_transport): "http.client" or "requests".
     http_transport: str = "http.client"
+    # Whether the local backend keeps one interpreter started ahead for the next local step
+    # (shared/compute/interpreters.py): "on" or "off".
+    local_spare_interpreter: str = "on"
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -100,6 +103,7 @@ class Settings:
             run_events_queue=_env("MLPIPE_RUN_EVENTS_QUEUE", "run-events"),
             submissions_queue=_env("MLPIPE_SUBMISSIONS_QUEUE", "pipeline-submissions"),
             http_transport=(_env("MLPIPE_HTTP_TRANSPORT", "http.client") or "http.client").lower(),
+            local_spare_interpreter=(_env("MLPIPE_LOCAL_SPARE_INTERPRETER", "on") or "on").lower(),
         )
 
 

@@ -25,16 +25,16 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.compute import interpreters
 from shared.compute.base import Gate, JobHandle, JobStatus, StepJobRequest, parse_metrics, substitute_data_placeholders
 from shared.datastore import default_datastore, get_datastore
-from shared.errors import ComputeError, InvalidRequest, NotFound
+from shared.errors import ComputeError, InvalidRequest, MlpipeError, NotFound
 from shared.redact import is_secret_setting
 from shared.runs import RunStore, check_path_segment
 from shared.settings import get_settings
@@ -89,43 +89,36 @@ class LocalBackend:
     def submit(self, request: StepJobRequest, gate: Gate | None = None) -> JobHandle | None:
         """Start the script; with a `gate`, None (and nothing of the step ran) if the gate says no.
 
-        The interpreter is started first, waiting on its stdin for the go-ahead (_LAUNCHER), so its
-        start-up (~10 ms) overlaps the gate (the reuse claim: a storage round trip) and the input
-        downloads; none of the step's own code runs before both are done. Raises an MlpipeError if
+        The interpreter is started before the go-ahead (shared/compute/interpreters.py): the spare
+        one, started while the previous step ran, or one started now whose start-up (~10 ms) overlaps
+        the gate (the reuse claim: a storage round trip) and the input downloads; none of the step's
+        own code runs before both are done. Raises an MlpipeError if
         an input cannot be staged (the waiting interpreter is then stopped)."""
         self._stop_previous_attempt(request.run_id, request.step_name)
         work_dir = work_dir_for(request.run_id, request.step_name)
         _wipe(work_dir)
-        handle_id = uuid.uuid4().hex
         log_path = work_dir / "log.txt"
-        with open(log_path, "ab") as stdout_sink:
-            try:
-                process = subprocess.Popen(
-                    [sys.executable, "-c", _LAUNCHER],
-                    cwd=work_dir, env=_child_environment(request, work_dir, handle_id),
-                    stdin=subprocess.PIPE, stdout=stdout_sink, stderr=subprocess.PIPE,
-                    start_new_session=True,  # its own process group: cancel reaches its children too
-                )
-            except OSError as exc:
-                raise ComputeError(f"step '{request.step_name}': could not start the script process "
-                                   f"({exc.strerror or type(exc).__name__})") from exc
+        spare_wanted = _spare_wanted()
+        interpreter, environment = _interpreter_for(request, work_dir, log_path, spare_wanted)
+        handle_id = interpreter.job_id
+        process = interpreter.process
         try:
             go = gate() if gate is not None else True
             if go:
                 arguments, output_dirs = self._prepare(request, work_dir)
         except BaseException:
-            _abort(process)
+            interpreters.abort(interpreter)
             raise
         if not go:
-            _abort(process)
+            interpreters.abort(interpreter)
             return None
         tail: collections.deque = collections.deque(maxlen=STDERR_TAIL_LINES)
         stderr_done, exited = threading.Event(), threading.Event()
         _start_helper(_pump_stderr, process.stderr, log_path, tail, stderr_done)
         _start_helper(_wait_for_exit, process, exited)
-        with contextlib.suppress(BrokenPipeError):  # it died already: poll reports how
-            process.stdin.write(b"\0".join(os.fsencode(arg) for arg in [request.script, *arguments]))
-            process.stdin.close()
+        interpreters.go(interpreter, [request.script, *arguments], environment, work_dir, log_path)
+        if spare_wanted:
+            _spare.replenish(_host_environment(), _work_root())
         handle = JobHandle(backend=BACKEND_NAME, id=handle_id, data={
             "pid": process.pid, "pgid": process.pid, "boot": _BOOT_ID, "workDir": str(work_dir),
             "runId": request.run_id, "step": request.step_name,
@@ -148,7 +141,7 @@ class LocalBackend:
             folder.mkdir(parents=True)
         arguments = substitute_data_placeholders(request.arguments, input_paths,
                                                  {n: str(p) for n, p in output_dirs.items()})
-        if any("\0" in argument for argument in arguments):  # the launcher's separator; no OS passes it either
+        if any("\0" in argument for argument in arguments):  # no OS passes it to a program
             raise InvalidRequest(f"step '{request.step_name}': an argument contains a NUL character")
         return arguments, output_dirs
 
@@ -243,41 +236,6 @@ class LocalBackend:
 # ----- helpers ----------------------------------------------------------------------------
 
 
-# What the step's interpreter runs first: wait for the go-ahead on stdin (the NUL-separated argv,
-# then EOF), put /dev/null in stdin's place, and run the script in __main__ as `python script.py
-# args` does (sys.argv, __file__, the script's folder first on sys.path). EOF without a go-ahead:
-# exit, having run nothing. Only builtin modules are imported (json/runpy would add ~15 ms).
-_LAUNCHER = """\
-def _launch():
-    import os, sys
-    go = sys.stdin.buffer.read()
-    if not go:
-        os._exit(0)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    sys.argv = [os.fsdecode(argument) for argument in go.split(b"\\0")]
-    sys.path[0] = os.path.dirname(os.path.realpath(sys.argv[0]))
-    with open(sys.argv[0], "rb") as source:
-        code = compile(source.read(), sys.argv[0], "exec", dont_inherit=True)
-    main = sys.modules["__main__"].__dict__
-    del main["_launch"]
-    main.update(__file__=sys.argv[0], __cached__=None)
-    exec(code, main)
-_launch()
-"""
-
-
-def _abort(process: subprocess.Popen) -> None:
-    """Stop an interpreter still waiting for its go-ahead (it has run none of the step's code)."""
-    with contextlib.suppress(OSError):
-        process.stdin.close()  # EOF: it exits by itself
-    _kill_group(process.pid, signal.SIGKILL)
-    process.wait()
-    with contextlib.suppress(OSError):
-        process.stderr.close()
-
-
 def _write_result(work_dir: Path, handle_id: str, status: JobStatus) -> None:
     """Atomically record the job's final status next to its log (temp file + rename)."""
     temporary = work_dir / f".result.{handle_id}.tmp"
@@ -332,25 +290,63 @@ def _stage_inputs(request: StepJobRequest, inputs_dir: Path) -> dict[str, str]:
     return dict(parallel_map(stage, list(request.inputs.items())))
 
 
-def _child_environment(request: StepJobRequest, work_dir: Path, handle_id: str) -> dict[str, str]:
+def _interpreter_for(request: StepJobRequest, work_dir: Path, log_path: Path,
+                     spare_wanted: bool) -> tuple[interpreters.Interpreter, dict[str, str]]:
+    """The spare interpreter if it fits the step, else one started for it; and the step's environment."""
+    environment = _child_environment(request, work_dir)
+    spare = _spare.take(environment) if spare_wanted else None
+    if spare is not None:
+        environment[interpreters.JOB_ID_VARIABLE] = spare.job_id
+        return spare, environment
+    environment[interpreters.JOB_ID_VARIABLE] = uuid.uuid4().hex  # lets a later host recognise its processes
+    try:
+        return interpreters.start_for_step(environment, work_dir, log_path), environment
+    except ComputeError as error:
+        raise ComputeError(f"step '{request.step_name}': {error.message}") from error
+
+
+def _host_environment() -> dict[str, str]:
+    """The host's environment without its secrets: the settings holding datastore connections,
+    known secret settings, anything named like a secret, and values registered as secrets (e.g. a
+    compute's token_setting)."""
     datastore_connections = {spec["connection"] for spec in (get_settings().extra_datastores or {}).values()
                              if isinstance(spec, dict) and spec.get("connection")}
-    # The host's secrets are not the script's: drop the settings holding datastore connections,
-    # known secret settings, anything named like a secret, and values registered as secrets
-    # (e.g. a compute's token_setting).
     env = {k: v for k, v in os.environ.items()
            if k.split("__", 1)[0] not in datastore_connections and not is_secret_setting(k, v)}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _child_environment(request: StepJobRequest, work_dir: Path) -> dict[str, str]:
+    env = _host_environment()
     env.update(request.environment)
     python_path = [request.source_dir] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     env.update({
         "MLPIPE_METRICS_FILE": str(work_dir / "metrics.jsonl"),
         "MLPIPE_RUN_ID": request.run_id,
         "MLPIPE_STEP_NAME": request.step_name,
-        "MLPIPE_JOB_ID": handle_id,  # lets a later host recognise this job's processes
         "PYTHONUNBUFFERED": "1",
         "PYTHONPATH": os.pathsep.join(python_path),
     })
     return env
+
+
+def _work_root() -> Path:
+    root = get_settings().data_dir / "work"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _spare_wanted() -> bool:
+    choice = get_settings().local_spare_interpreter
+    if choice not in ("on", "off"):
+        raise MlpipeError(f"MLPIPE_LOCAL_SPARE_INTERPRETER must be on or off, not '{choice}'",
+                          code="ConfigurationError")
+    return choice == "on"
+
+
+# One spare interpreter per host process, for the next local step (see shared/compute/interpreters.py).
+_spare = interpreters.SpareInterpreter()
 
 
 def _start_helper(function, *args) -> None:

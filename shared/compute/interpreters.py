@@ -1,0 +1,179 @@
+"""The fresh Python interpreters local steps run in, started before their step's go-ahead.
+
+Every local step runs in a new `python` process of its own, as `python script.py args` would run
+it. Starting an interpreter takes ~10 ms of CPU, so it is started before it is needed and waits
+on its stdin for the go-ahead (LAUNCHER): the step's own one while its claim and input downloads
+happen, or a spare one started while the previous step ran. A spare is started with the host's
+environment, minus its secrets; the go-ahead then gives it the step's environment, working folder
+and log, so the step sees what it would have seen in an interpreter started for it. A step whose
+environment changes how an interpreter starts (PYTHON* other than PYTHONPATH, LANG, LC_*) never
+gets a spare. One spare is kept per host process (MLPIPE_LOCAL_SPARE_INTERPRETER=off: none).
+"""
+
+from __future__ import annotations
+
+import _thread
+import contextlib
+import marshal
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.errors import ComputeError
+
+# What the interpreter runs first: wait for the go-ahead on stdin (a marshalled argv, environment,
+# working folder and log file, the last three None when the process was started with them), then
+# EOF; put /dev/null in stdin's place and run the script in __main__ as `python script.py args` does
+# (sys.argv, __file__, the script's folder first on sys.path, PYTHONPATH after it). A spare takes the
+# step's environment, keeping the LC_CTYPE the interpreter set for itself at start (the step's LANG
+# and LC_* are the spare's, so a fresh interpreter would have set it too). EOF without a go-ahead:
+# exit, having run nothing. Only builtin modules are imported (json/runpy would add ~15 ms).
+LAUNCHER = """\
+def _launch():
+    import marshal, os, sys
+    go = sys.stdin.buffer.read()
+    if not go:
+        os._exit(0)
+    argv, environment, cwd, log = marshal.loads(go)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    if log is not None:
+        out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(out, 1)
+        os.close(out)
+    if environment is not None:
+        os.chdir(cwd)
+        coerced = os.environ.get("LC_CTYPE")  # set by the interpreter itself under the C locale (PEP 538)
+        os.environ.clear()
+        os.environ.update(environment)
+        if coerced is not None and "LC_CTYPE" not in environment:
+            os.environ["LC_CTYPE"] = coerced
+        sys.path[1:1] = [os.path.abspath(p) for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p]
+    sys.argv = argv
+    sys.path[0] = os.path.dirname(os.path.realpath(argv[0]))
+    with open(argv[0], "rb") as source:
+        code = compile(source.read(), argv[0], "exec", dont_inherit=True)
+    main = sys.modules["__main__"].__dict__
+    del main["_launch"]
+    main.update(__file__=argv[0], __cached__=None)
+    exec(code, main)
+_launch()
+"""
+
+JOB_ID_VARIABLE = "MLPIPE_JOB_ID"  # in the interpreter's environment from its start: /proc shows it
+
+
+@dataclass
+class Interpreter:
+    """A started interpreter waiting for its go-ahead."""
+    process: subprocess.Popen
+    job_id: str
+    started_for_step: bool  # started with the step's environment, folder and log (not a spare)
+
+
+def start_for_step(environment: dict[str, str], cwd: Path, log_path: Path) -> Interpreter:
+    """An interpreter started with the step's own environment (which carries its job id) and folder."""
+    with open(log_path, "ab") as stdout_sink:
+        process = _spawn(environment, cwd, stdout_sink)
+    return Interpreter(process, environment[JOB_ID_VARIABLE], started_for_step=True)
+
+
+def go(interpreter: Interpreter, argv: list[str], environment: dict[str, str], cwd: Path, log_path: Path) -> None:
+    """Let the interpreter run the script (`argv[0]`) with `argv`; a spare also gets the step's
+    environment, folder and log. If it died already, its exit status tells how."""
+    setup = (None, None, None) if interpreter.started_for_step else (environment, str(cwd), str(log_path))
+    if not interpreter.started_for_step:
+        open(log_path, "ab").close()  # the log exists once the step is under way, as for one started for it
+    with contextlib.suppress(BrokenPipeError):
+        interpreter.process.stdin.write(marshal.dumps((argv, *setup)))
+        interpreter.process.stdin.close()
+
+
+def abort(interpreter: Interpreter) -> None:
+    """Stop an interpreter still waiting for its go-ahead (it has run none of the step's code)."""
+    process = interpreter.process
+    with contextlib.suppress(OSError):
+        process.stdin.close()  # EOF: it exits by itself
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    with contextlib.suppress(OSError):
+        process.stderr.close()
+
+
+def starts_alike(step_environment: dict[str, str], spare_environment: dict[str, str]) -> bool:
+    """Whether an interpreter started with `spare_environment` starts as one started with the step's."""
+    names = {name for name in (*step_environment, *spare_environment) if _shapes_start_up(name)}
+    return all(step_environment.get(name) == spare_environment.get(name) for name in names)
+
+
+def _shapes_start_up(name: str) -> bool:
+    return (name.startswith("PYTHON") and name != "PYTHONPATH") or name == "LANG" or name.startswith("LC_")
+
+
+def _spawn(environment: dict[str, str], cwd: Path | str, stdout) -> subprocess.Popen:
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-c", LAUNCHER], cwd=cwd, env=environment,
+            stdin=subprocess.PIPE, stdout=stdout, stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group: cancel reaches its children too
+        )
+    except OSError as exc:
+        raise ComputeError(f"could not start a Python interpreter ({exc.strerror or type(exc).__name__})") from exc
+
+
+class SpareInterpreter:
+    """At most one interpreter started ahead with the host's environment, for the next local step."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._spare: tuple[Interpreter, dict[str, str]] | None = None
+        self._starting = False
+
+    def ready_pid(self) -> int | None:
+        """The pid of the spare waiting for a step, if there is one."""
+        with self._lock:
+            return self._spare[0].process.pid if self._spare is not None else None
+
+    def take(self, step_environment: dict[str, str]) -> Interpreter | None:
+        """The spare, if one is ready and starts like an interpreter started for this step."""
+        with self._lock:
+            spare = self._spare
+            if spare is None or spare[0].process.poll() is not None or not starts_alike(step_environment, spare[1]):
+                return None
+            self._spare = None
+        return spare[0]
+
+    def replenish(self, host_environment: dict[str, str], cwd: Path) -> None:
+        """Start a spare in the background unless one is there or starting."""
+        with self._lock:
+            if self._spare is not None or self._starting:
+                return
+            self._starting = True
+        _thread.start_new_thread(self._start, (host_environment, cwd))  # Thread.start would wait for it to run
+
+    def _start(self, host_environment: dict[str, str], cwd: Path) -> None:
+        job_id = uuid.uuid4().hex
+        environment = {name: value for name, value in host_environment.items() if name != "PYTHONPATH"}
+        environment[JOB_ID_VARIABLE] = job_id
+        try:
+            process = _spawn(environment, cwd, subprocess.DEVNULL)
+        except ComputeError:
+            process = None
+        with self._lock:
+            self._starting = False
+            if process is not None:
+                self._spare = (Interpreter(process, job_id, started_for_step=False), environment)
+
+    def discard(self) -> None:
+        """Stop the spare (host shutting down)."""
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            abort(spare[0])
