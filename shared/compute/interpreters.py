@@ -6,14 +6,16 @@ on its stdin for the go-ahead (LAUNCHER): the step's own one while its claim and
 happen, or a spare one started while the previous step ran. A spare is started with the host's
 environment, minus its secrets; the go-ahead then gives it the step's environment, working folder
 and log, so the step sees what it would have seen in an interpreter started for it. A step whose
-environment changes how an interpreter starts (PYTHON* other than PYTHONPATH, LANG, LC_*) never
-gets a spare. One spare is kept per host process (MLPIPE_LOCAL_SPARE_INTERPRETER=off: none).
+environment changes how an interpreter starts (PYTHON* other than PYTHONPATH, LANG, LC_*, or a
+sitecustomize/usercustomize on its PYTHONPATH) never gets a spare. One spare is kept per host
+process (MLPIPE_LOCAL_SPARE_INTERPRETER=off: none); it exits by itself when the host ends (EOF).
 """
 
 from __future__ import annotations
 
 import _thread
 import contextlib
+import importlib.machinery
 import marshal
 import os
 import signal
@@ -108,13 +110,31 @@ def abort(interpreter: Interpreter) -> None:
 
 
 def starts_alike(step_environment: dict[str, str], spare_environment: dict[str, str]) -> bool:
-    """Whether an interpreter started with `spare_environment` starts as one started with the step's."""
+    """Whether an interpreter started with `spare_environment` (and no PYTHONPATH) starts as one
+    started with the step's: the same start-up variables, and nothing on the step's PYTHONPATH
+    that an interpreter imports as it starts (site imports sitecustomize and usercustomize from
+    sys.path, where PYTHONPATH comes before site-packages)."""
     names = {name for name in (*step_environment, *spare_environment) if _shapes_start_up(name)}
-    return all(step_environment.get(name) == spare_environment.get(name) for name in names)
+    if any(step_environment.get(name) != spare_environment.get(name) for name in names):
+        return False
+    return not any(_may_customize_start_up(entry)
+                   for entry in step_environment.get("PYTHONPATH", "").split(os.pathsep) if entry)
 
 
 def _shapes_start_up(name: str) -> bool:
     return (name.startswith("PYTHON") and name != "PYTHONPATH") or name == "LANG" or name.startswith("LC_")
+
+
+def _may_customize_start_up(entry: str) -> bool:
+    """A PYTHONPATH entry holding sitecustomize/usercustomize (module, package or extension), or a
+    file (a zip archive could hold one)."""
+    if os.path.isfile(entry):
+        return True
+    return any(os.path.exists(os.path.join(entry, module + suffix))
+               for module in ("sitecustomize", "usercustomize") for suffix in _MODULE_SUFFIXES)
+
+
+_MODULE_SUFFIXES = ("", *importlib.machinery.all_suffixes())  # "": a package folder
 
 
 def _spawn(environment: dict[str, str], cwd: Path | str, stdout) -> subprocess.Popen:

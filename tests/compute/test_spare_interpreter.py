@@ -96,6 +96,19 @@ def test_a_step_whose_environment_shapes_start_up_gets_an_interpreter_of_its_own
     assert RunStore().get_log(request.run_id, request.step_name).strip() == "0"
 
 
+def test_a_step_with_a_sitecustomize_on_its_path_gets_an_interpreter_of_its_own(backend, tmp_path):
+    """site imports sitecustomize from PYTHONPATH (the source folder is on it) as the interpreter starts."""
+    script = write_script(tmp_path / "src", "import os; print(os.environ.get('CUSTOMIZED'))\n")
+    write_script(tmp_path / "src", "import os; os.environ['CUSTOMIZED'] = 'at start-up'\n", name="sitecustomize.py")
+    wait_done(backend, backend.submit(request_for(write_script(tmp_path / "warm", "pass\n"))))
+    spare_pid = wait_for_spare()
+    request = request_for(script)
+    handle = backend.submit(request)
+    assert wait_done(backend, handle).state == "Completed"
+    assert handle.data["pid"] != spare_pid
+    assert RunStore().get_log(request.run_id, request.step_name).strip() == "at start-up"
+
+
 def test_the_spare_starts_without_the_hosts_secrets(backend, tmp_path, monkeypatch):
     monkeypatch.setenv("SOME_API_TOKEN", "token-value-123456")
     wait_done(backend, backend.submit(request_for(write_script(tmp_path / "warm", "pass\n"))))
@@ -127,3 +140,13 @@ def test_start_up_variables_decide_whether_an_interpreter_fits():
     assert not starts_alike({**host, "LANG": "de_DE.UTF-8"}, host)
     assert not starts_alike({**host, "LC_ALL": "C"}, host)
     assert not starts_alike({k: v for k, v in host.items() if k != "PYTHONUNBUFFERED"}, host)
+
+
+def test_a_pythonpath_entry_that_may_customize_start_up_rules_the_spare_out(tmp_path):
+    plain, package, zipped = tmp_path / "plain", tmp_path / "package", tmp_path / "libs.zip"
+    plain.mkdir()
+    (package / "usercustomize").mkdir(parents=True)
+    zipped.write_bytes(b"PK")
+    assert starts_alike({"PYTHONPATH": f"{plain}:{tmp_path / 'missing'}"}, {})
+    assert not starts_alike({"PYTHONPATH": f"{plain}:{package}"}, {})
+    assert not starts_alike({"PYTHONPATH": str(zipped)}, {})
