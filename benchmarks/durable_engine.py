@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import cProfile
+import logging
 import os
 import pstats
 import sys

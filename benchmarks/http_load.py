@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import aiohttp
-
 from common import BENCH_KEY, local_stack, machine, timed_run
 from pipeline_overhead import chain, publish
+
 from shared.statuses import RunStatus
 
 

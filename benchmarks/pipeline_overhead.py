@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 
 import yaml
-
 from common import local_stack, machine, spawn_floor, timed_run
+
 from shared.fingerprint import SourceHasher
 from shared.packaging import build_package
 from shared.spec import load_definition

@@ -180,7 +180,8 @@ def main() -> None:
           "| all runs created | all runs finished |")
     print("|---|---|---|---|---|---|---|---|")
     print(f"| {args.drain} submissions | {drained['messages']} | {drained['runs']} | {drained['distinct']} | "
-          f"{drained['finished']} | {drained['poisoned']} | {drained['created_s']:.1f} s | {drained['finished_s']:.1f} s |")
+          f"{drained['finished']} | {drained['poisoned']} | {drained['created_s']:.1f} s | "
+          f"{drained['finished_s']:.1f} s |")
 
 
 if __name__ == "__main__":

@@ -159,7 +159,8 @@ def index_functions(app: func.FunctionRegister) -> FunctionIndex:
         elif kind == "timerTrigger":
             index.timers.append(TimerFunction(
                 name=name, schedule=trigger.schedule, run_on_startup=bool(getattr(trigger, "run_on_startup", False)),
-                use_monitor=getattr(trigger, "use_monitor", None), trigger_arg=trigger.name, user_function=user, client_args=client_args,
+                use_monitor=getattr(trigger, "use_monitor", None), trigger_arg=trigger.name, user_function=user,
+                client_args=client_args,
                 wants_context=_wants_context(user, bound),
             ))
         elif kind in ("queueTrigger", "blobTrigger"):

@@ -18,16 +18,16 @@ from shared.settings import DEVELOPMENT_STORAGE
 from .app_loader import AppLoadError, load_app
 from .auth import KeyChecker, load_or_create_key
 from .azurite import AzuriteProcess, port_is_open, start_azurite
+from .blob_triggers import BlobTriggers
 from .durable.client_binding import binding_json
 from .durable.engine import DurableEngine
 from .durable.rpc import DurableRpc
 from .durable.store import TaskHubStore
 from .host_config import HostConfig
 from .http_server import HttpFrontEnd
+from .queue_triggers import QueueTriggers
 from .redaction import REDACT
 from .timers import TimerScheduler
-from .blob_triggers import BlobTriggers
-from .queue_triggers import QueueTriggers
 
 log = logging.getLogger("devhost")
 

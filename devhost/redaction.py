@@ -33,7 +33,8 @@ class RedactingFilter(logging.Filter):
         try:
             self._redact(record)
         except Exception:  # e.g. during interpreter shutdown; never let logging break the host
-            record.msg, record.args, record.exc_info, record.exc_text = "[log record dropped by redaction]", None, None, None
+            record.msg, record.args = "[log record dropped by redaction]", None
+            record.exc_info, record.exc_text = None, None
         return True
 
     @staticmethod

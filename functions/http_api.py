@@ -10,8 +10,8 @@ import azure.functions as func
 from functions.http_support import api_handler, in_thread, json_response, read_json
 from orchestrations.pipeline_run import CANCEL_EVENT, ORCHESTRATOR_NAME
 from shared import control
-from shared.openapi import openapi_document
 from shared.errors import UnsupportedMediaType
+from shared.openapi import openapi_document
 
 bp = df.Blueprint()
 
@@ -137,7 +137,8 @@ def set_endpoint_default(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="endpoints/{endpoint_name}/disable", methods=["POST"])
 @api_handler
 def disable_endpoint(req: func.HttpRequest) -> func.HttpResponse:
-    return json_response(control.set_endpoint_enabled(req.route_params["endpoint_name"], False, base_url=_base_url(req)))
+    return json_response(control.set_endpoint_enabled(req.route_params["endpoint_name"], False,
+                                                      base_url=_base_url(req)))
 
 
 @bp.route(route="endpoints/{endpoint_name}/enable", methods=["POST"])

@@ -523,7 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     schedules = commands.add_parser("schedules", help="run a pipeline or endpoint on a recurrence, a cron or new data")
     schedules_commands = schedules.add_subparsers(dest="schedules_command", required=True)
     schedule_create = schedules_commands.add_parser(
-        "create", help="NAME (--pipeline ID | --endpoint NAME) --experiment NAME and one of --cron, --frequency, --watch")
+        "create",
+        help="NAME (--pipeline ID | --endpoint NAME) --experiment NAME and one of --cron, --frequency, --watch")
     schedule_create.add_argument("name")
     target = schedule_create.add_mutually_exclusive_group(required=True)
     target.add_argument("--pipeline", metavar="ID")

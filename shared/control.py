@@ -7,7 +7,6 @@ codes, the Durable client) stay in functions/http_api.py.
 from __future__ import annotations
 
 import copy
-
 import shutil
 import tempfile
 import time
@@ -26,7 +25,8 @@ from shared.api_models import (
     CreateEndpointRequest,
     SetDefaultVersionRequest,
 )
-from shared.datastore import get_datastore, list_datastores as _list_datastores, safe_blob_path
+from shared.datastore import get_datastore, safe_blob_path
+from shared.datastore import list_datastores as _list_datastores
 from shared.endpoints import EndpointRecord, EndpointRegistry, normalise_version
 from shared.errors import Conflict, InvalidRequest, NotFound
 from shared.packaging import extract_package

@@ -15,8 +15,8 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from pathlib import Path
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 
 from shared.client import HostUnreachable, PipelineClient
 
@@ -81,7 +81,8 @@ def wait_until_ready(process: subprocess.Popen, log_path: Path, timeout: float, 
 
 
 @contextlib.contextmanager
-def ensure_local_host(client: PipelineClient, *, quiet: bool = False, timeout: float = 90.0) -> Iterator[PipelineClient]:
+def ensure_local_host(client: PipelineClient, *, quiet: bool = False,
+                      timeout: float = 90.0) -> Iterator[PipelineClient]:
     """Yield a client of a running host, starting a local one (and stopping it after) if needed."""
     try:
         client.health()

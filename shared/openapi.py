@@ -16,13 +16,15 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from shared import __version__, api_models as m
+from shared import __version__
+from shared import api_models as m
 from shared.control import EndpointSubmitRequest, PublishRequest, SubmitRequest
 from shared.runs import RUN_STATUSES
 
 _REF = "#/components/schemas/{model}"
 _STATUS_FILTER = {"type": "string", "enum": ["Active", "Disabled", "All"], "default": "Active"}
-_DESCRIPTIONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No content", 400: "Bad request (the message names the field)",
+_DESCRIPTIONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No content",
+                 400: "Bad request (the message names the field)",
                  401: "Missing or wrong function key", 404: "Not found", 409: "Conflict",
                  413: "Request body too large", 415: "Unsupported media type"}
 

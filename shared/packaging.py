@@ -12,8 +12,8 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from shared.errors import InvalidRequest
-from shared.safezip import extract_zip
 from shared.fingerprint import SourceHasher
+from shared.safezip import extract_zip
 from shared.spec import PipelineDefinition
 
 PACKAGE_DEFINITION_NAME = "pipeline.yaml"

@@ -31,8 +31,14 @@ from shared.errors import InvalidRequest, NotFound
 from shared.runs import StoredRecord, utc_now
 from shared.safezip import extract_zip
 from shared.settings import get_settings
-from shared.storage import (BLOB_CONCURRENCY, BLOCK_SIZE, ensure_container, modify_json_record, parallel_map,
-                            translate_storage_errors)
+from shared.storage import (
+    BLOB_CONCURRENCY,
+    BLOCK_SIZE,
+    ensure_container,
+    modify_json_record,
+    parallel_map,
+    translate_storage_errors,
+)
 
 PipelineStatus = Literal["Active", "Disabled"]
 _SOURCE_HASH = re.compile(r"^[A-Za-z0-9_-]{8,128}$")

@@ -4,8 +4,9 @@ A step's fingerprint depends only on its definition, the run's parameters, its s
 and its inputs' fingerprints (a dataset's blob names + MD5/ETag; PipelineData: the producing
 step's fingerprint + output name). None of that needs an upstream step to have *run*, so the
 `run_plan` activity computes all of them up front, checks the reuse index for those that can be
-reused together with their whole upstream (in parallel waves), and records at once every step whose whole upstream is reused too (the "reused
-prefix"). An all-reused pipeline therefore finishes in one activity instead of one per step.
+reused together with their whole upstream (in parallel waves), and records at once every step
+whose whole upstream is reused too (the "reused prefix"). An all-reused pipeline therefore
+finishes in one activity instead of one per step.
 
 The plan is written to `runs/{runId}/plan.json` and never changes; step activities read it
 once per process (cached), so a step needs no other reads to start.
@@ -22,8 +23,7 @@ from dataclasses import dataclass
 from shared import deferred_writes, events
 from shared.datastore import get_datastore
 from shared.errors import InvalidRequest, NotFound
-from shared.fingerprint import (compute_step_fingerprint, dataset_fingerprint, pipeline_data_fingerprint,
-                                step_settings)
+from shared.fingerprint import compute_step_fingerprint, dataset_fingerprint, pipeline_data_fingerprint, step_settings
 from shared.graph import topological_order
 from shared.pipelines import PublishedPipeline, get_published
 from shared.registry import PipelineRegistry

@@ -111,7 +111,8 @@ def main() -> None:
     fan_seconds = timed(run_in_process, fan_out)
     persistent = persistent_timings(chain, fan_out, floor_after)
     report = {"tool": f"Dagster {dagster.__version__}", "python": sys.version.split()[0],
-              "floor": floor, "floor_before": floor_before, "floor_after": floor_after, "chain": chain_seconds, "fanout": fan_seconds, "warm_up": warm_up_seconds,
+              "floor": floor, "floor_before": floor_before, "floor_after": floor_after,
+              "chain": chain_seconds, "fanout": fan_seconds, "warm_up": warm_up_seconds,
               "chain_n": args.chain, "fanout_m": args.fanout,
               "config": "execute_in_process (ephemeral instance, in-process executor: ops one at a time, "
                         "so the fan-out is sequential), console log level "

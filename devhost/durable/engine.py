@@ -26,9 +26,8 @@ from shared.write_behind import POLL_SECONDS, BurstGate, CpuMeter
 
 from ..app_loader import FunctionIndex
 from . import history as h
+from .actions import ActivityWork, SubOrchestrationWork, TimerWork, UnsupportedWork, is_cancelled_timer, work_for_task
 from .activities import failure_texts, run_async_activity, run_sync_activity
-from .actions import ActivityWork, SubOrchestrationWork, TimerWork, UnsupportedWork, is_cancelled_timer, \
-    work_for_task
 from .replay import OrchestrationSession
 from .store import Batch, InboxMessage, TaskHubStore
 

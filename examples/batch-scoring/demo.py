@@ -111,7 +111,8 @@ def main() -> int:
                     return 1
                 seen.add(run["Id"])
                 final = client.wait_for_run(run["Id"], timeout=300)
-                score = next(s for s in client.request("GET", f"/api/runs/{run['Id']}")["Steps"] if s["Name"] == "score")
+                steps = client.request("GET", f"/api/runs/{run['Id']}")["Steps"]
+                score = next(s for s in steps if s["Name"] == "score")
                 where = score["Outputs"]["predictions"]["Path"]
                 state = "Reused (model and data unchanged)" if score["Reused"] else "scored"
                 banner(f"{label} {run['Id']}: {final['Status']}, score {state}; "

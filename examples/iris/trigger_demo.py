@@ -101,7 +101,8 @@ def main() -> int:
         time.sleep(DEBOUNCE)  # nothing else arrives: still one run for the whole burst
         started = [r for r in client.request("GET", "/api/runs", query={"experiment": EXPERIMENT})["value"]
                    if r["Id"] not in before]
-        steps = ", ".join(f"{s['Name']} {s['Status']}" for s in client.request("GET", f"/api/runs/{run['Id']}")["Steps"])
+        recorded = client.request("GET", f"/api/runs/{run['Id']}")["Steps"]
+        steps = ", ".join(f"{s['Name']} {s['Status']}" for s in recorded)
         banner(f"run {final['Status']}: {steps}; runs started by the burst: {len(started)}")
         schedule = client.request("GET", f"/api/schedules/{SCHEDULE}")
         print(f"schedule {SCHEDULE}: Status {schedule['Status']}, LastRunId {schedule['LastRunId']}")

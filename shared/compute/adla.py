@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from collections.abc import Mapping
 
 from shared.compute.azure_rest import JsonRestClient, ServiceError
 from shared.compute.base import JobHandle, JobStatus, StepJobRequest, substitute_data_placeholders

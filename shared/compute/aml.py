@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import logging
 import shlex
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from collections.abc import Mapping
 
 from shared.compute.azure_rest import JsonRestClient, ServiceError
 from shared.compute.base import DATA_PLACEHOLDER, JobHandle, JobStatus, StepJobRequest, parse_metrics

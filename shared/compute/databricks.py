@@ -25,8 +25,8 @@ gets the same run back.
 from __future__ import annotations
 
 import logging
-from typing import Any
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from shared.compute.base import JobHandle, JobStatus, StepJobRequest, parse_metrics, substitute_data_placeholders
 from shared.compute.client_cache import ClientCache
@@ -80,8 +80,13 @@ def map_run_state(life_cycle: str | None, result: str | None, message: str = "")
 
 
 def _classify(error: BaseException) -> Transient | None:
-    from databricks.sdk.errors import DatabricksError, DeadlineExceeded, InternalError, TemporarilyUnavailable, \
-        TooManyRequests
+    from databricks.sdk.errors import (
+        DatabricksError,
+        DeadlineExceeded,
+        InternalError,
+        TemporarilyUnavailable,
+        TooManyRequests,
+    )
 
     if isinstance(error, (TooManyRequests, TemporarilyUnavailable, InternalError, DeadlineExceeded)):
         return Transient(f"{type(error).__name__}: {error}", getattr(error, "retry_after_secs", None))
@@ -278,7 +283,8 @@ class DatabricksBackend:
             run = self._call(f"Databricks run {handle.id}", lambda: client.jobs.get_run(int(handle.id)))
             life_cycle, result, message = _run_state(run)
             if map_run_state(life_cycle, result, message)[0] == "Running":
-                return redact(f"Databricks run {handle.id} is {life_cycle}: {message}\n{run.run_page_url or ''}".strip())
+                page = run.run_page_url or ""
+                return redact(f"Databricks run {handle.id} is {life_cycle}: {message}\n{page}".strip())
             return redact(_log_text(handle, run, self._output(client, run)))
 
         return remote_log(handle, live)

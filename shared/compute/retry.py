@@ -14,9 +14,9 @@ import email.utils
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
-from collections.abc import Callable
 
 from shared.errors import TransientError
 from shared.redact import redact

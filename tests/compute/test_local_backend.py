@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.compute import DataRef, JobHandle, StepJobRequest, get_backend, parse_metrics
 import shared.compute.local as local_module
+from shared.compute import DataRef, JobHandle, StepJobRequest, get_backend, parse_metrics
 from shared.compute.local import LocalBackend, work_dir_for
 from shared.datastore import default_datastore
 from shared.errors import InvalidRequest, NotFound

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 from tests.contract.azure_service import AzureService
 from tests.contract.server import Request, Response

@@ -14,8 +14,8 @@ type, and every ${{inputs.X}} / ${{outputs.Y}} in the command declared.
 from __future__ import annotations
 
 import re
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 from tests.contract.azure_service import AzureService
 from tests.contract.server import Request, Response

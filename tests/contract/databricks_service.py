@@ -14,8 +14,8 @@ return value (a dict) may set notebook_result / logs / error.
 from __future__ import annotations
 
 import itertools
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 from tests.contract.server import Request, Response, Service
 

@@ -9,9 +9,8 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-import yaml
-
 import pytest
+import yaml
 
 from shared.client import ApiError, PipelineClient
 from shared.fingerprint import SourceHasher

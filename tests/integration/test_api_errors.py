@@ -7,7 +7,6 @@ import json
 import zipfile
 
 import pytest
-
 from itest_pipelines import error_of, publish, publish_unchecked, raw_request, step, write_pipeline
 
 pytestmark = pytest.mark.integration

@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
+from itest_pipelines import publish, run_count, step, write_pipeline
 
 from devhost.testing import start_host
-from itest_pipelines import publish, run_count, step, write_pipeline
 from shared.client import PipelineClient
 
 pytestmark = pytest.mark.integration

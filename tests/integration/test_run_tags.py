@@ -7,7 +7,6 @@ import os
 import pytest
 from itest_pipelines import error_of, publish, step, write_pipeline
 
-
 pytestmark = pytest.mark.integration
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from itest_pipelines import publish, run_count, step, write_pipeline
+
 from shared.client import ApiError
 from shared.datastore import get_datastore
 

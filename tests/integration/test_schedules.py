@@ -9,13 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
+from itest_pipelines import error_of
 from itest_triggers import publish_quick_pipeline, runs_of
 
 from devhost.testing import start_host
 from shared.client import PipelineClient
 from shared.submissions import deterministic_run_id
-
-from itest_pipelines import error_of
 
 pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]

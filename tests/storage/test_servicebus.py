@@ -12,8 +12,17 @@ from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusRece
 from azure.servicebus._pyamqp.message import Header, Message, Properties
 
 from shared import events
-from shared.servicebus import ABANDON, COMPLETE, DEAD_LETTER, Outcome, body_of, message_id_of, outcome_of, \
-    receive_and_process, settle
+from shared.servicebus import (
+    ABANDON,
+    COMPLETE,
+    DEAD_LETTER,
+    Outcome,
+    body_of,
+    message_id_of,
+    outcome_of,
+    receive_and_process,
+    settle,
+)
 from shared.settings import reset_settings
 
 FAKE = "Endpoint=sb://mlpipe-test.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=c2VjcmV0"

@@ -5,10 +5,9 @@ import csv
 import pickle
 from pathlib import Path
 
-from sklearn.linear_model import LogisticRegression
-
 from metrics import log_metric
 from prep import FEATURES
+from sklearn.linear_model import LogisticRegression
 
 
 def load(path: Path):
