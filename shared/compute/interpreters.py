@@ -16,6 +16,7 @@ from __future__ import annotations
 import _thread
 import contextlib
 import importlib.machinery
+import logging
 import marshal
 import os
 import signal
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +69,8 @@ def _launch():
     exec(code, main)
 _launch()
 """
+
+log = logging.getLogger("mlpipe.compute.local")
 
 JOB_ID_VARIABLE = "MLPIPE_JOB_ID"  # in the interpreter's environment from its start: /proc shows it
 
@@ -153,6 +157,7 @@ class SpareInterpreter:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)  # notified when a start in the background ends
         self._spare: tuple[Interpreter, dict[str, str]] | None = None
         self._starting = False
 
@@ -170,30 +175,38 @@ class SpareInterpreter:
             self._spare = None
         return spare[0]
 
-    def replenish(self, host_environment: dict[str, str], cwd: Path) -> None:
-        """Start a spare in the background unless one is there or starting."""
+    def replenish(self, setup: Callable[[], tuple[dict[str, str], Path]]) -> None:
+        """Start a spare in the background unless one is there or starting. `setup()` gives its
+        environment (the host's, without secrets) and working folder; it runs in the background too,
+        and nothing it raises reaches the caller (a step that is running already): there is then
+        no spare, and the next step starts its own interpreter."""
         with self._lock:
             if self._spare is not None or self._starting:
                 return
             self._starting = True
-        _thread.start_new_thread(self._start, (host_environment, cwd))  # Thread.start would wait for it to run
+        _thread.start_new_thread(self._start, (setup,))  # Thread.start would wait for it to run
 
-    def _start(self, host_environment: dict[str, str], cwd: Path) -> None:
-        job_id = uuid.uuid4().hex
-        environment = {name: value for name, value in host_environment.items() if name != "PYTHONPATH"}
-        environment[JOB_ID_VARIABLE] = job_id
+    def _start(self, setup: Callable[[], tuple[dict[str, str], Path]]) -> None:
+        spare = None
         try:
+            host_environment, cwd = setup()
+            job_id = uuid.uuid4().hex
+            environment = {name: value for name, value in host_environment.items() if name != "PYTHONPATH"}
+            environment[JOB_ID_VARIABLE] = job_id
             process = _spawn(environment, cwd, subprocess.DEVNULL)
-        except ComputeError:
-            process = None
-        with self._lock:
-            self._starting = False
-            if process is not None:
-                self._spare = (Interpreter(process, job_id, started_for_step=False), environment)
+            spare = (Interpreter(process, job_id, started_for_step=False), environment)
+        except Exception:  # noqa: BLE001 - no spare this time; logged, never raised into a step
+            log.warning("could not start a spare interpreter", exc_info=True)
+        finally:
+            with self._lock:
+                self._starting = False
+                self._spare = spare
+                self._settled.notify_all()
 
-    def discard(self) -> None:
-        """Stop the spare (host shutting down)."""
+    def discard(self, timeout: float = 10.0) -> None:
+        """Stop the spare, and one being started (host shutting down, tests)."""
         with self._lock:
+            self._settled.wait_for(lambda: not self._starting, timeout)
             spare, self._spare = self._spare, None
         if spare is not None:
             abort(spare[0])

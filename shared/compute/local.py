@@ -118,7 +118,7 @@ class LocalBackend:
         _start_helper(_wait_for_exit, process, exited)
         interpreters.go(interpreter, [request.script, *arguments], environment, work_dir, log_path)
         if spare_wanted:
-            _spare.replenish(_host_environment(), _work_root())
+            _spare.replenish(_spare_setup)
         handle = JobHandle(backend=BACKEND_NAME, id=handle_id, data={
             "pid": process.pid, "pgid": process.pid, "boot": _BOOT_ID, "workDir": str(work_dir),
             "runId": request.run_id, "step": request.step_name,
@@ -331,10 +331,11 @@ def _child_environment(request: StepJobRequest, work_dir: Path) -> dict[str, str
     return env
 
 
-def _work_root() -> Path:
+def _spare_setup() -> tuple[dict[str, str], Path]:
+    """The spare interpreter's environment (the host's without secrets) and working folder."""
     root = get_settings().data_dir / "work"
     root.mkdir(parents=True, exist_ok=True)
-    return root
+    return _host_environment(), root
 
 
 def _spare_wanted() -> bool:

@@ -4,13 +4,14 @@ a script cannot tell it from an interpreter started for it, and nothing of the h
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 import pytest
 
 import shared.compute.local as local_module
-from shared.compute.interpreters import starts_alike
+from shared.compute.interpreters import SpareInterpreter, starts_alike
 from shared.compute.local import LocalBackend, work_dir_for
 from shared.errors import MlpipeError
 from shared.runs import RunStore
@@ -150,3 +151,25 @@ def test_a_pythonpath_entry_that_may_customize_start_up_rules_the_spare_out(tmp_
     assert starts_alike({"PYTHONPATH": f"{plain}:{tmp_path / 'missing'}"}, {})
     assert not starts_alike({"PYTHONPATH": f"{plain}:{package}"}, {})
     assert not starts_alike({"PYTHONPATH": str(zipped)}, {})
+
+
+def test_a_spare_that_cannot_be_started_is_logged_and_the_next_one_starts(caplog, tmp_path):
+    """replenish runs after a step's go-ahead: whatever goes wrong must stay in the background."""
+    spare = SpareInterpreter()
+
+    def read_only_work_root():
+        raise PermissionError("work folder is read-only")
+
+    spare.replenish(read_only_work_root)
+    deadline = time.monotonic() + 10
+    while "could not start a spare interpreter" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "could not start a spare interpreter" in caplog.text and spare.ready_pid() is None
+    spare.replenish(lambda: ({"PATH": os.environ.get("PATH", "")}, tmp_path))
+    try:
+        deadline = time.monotonic() + 10
+        while spare.ready_pid() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert spare.ready_pid() is not None
+    finally:
+        spare.discard()
