@@ -58,7 +58,9 @@ def _launch():
         os.environ.update(environment)
         if coerced is not None and "LC_CTYPE" not in environment:
             os.environ["LC_CTYPE"] = coerced
-        sys.path[1:1] = [os.path.abspath(p) for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p]
+        python_path = environment.get("PYTHONPATH")
+        entries = [os.path.abspath(p) for p in python_path.split(os.pathsep)] if python_path else []
+        sys.path[1:] = list(dict.fromkeys(entries + sys.path[1:]))  # ahead of site-packages, once each, as site does
     sys.argv = argv
     sys.path[0] = os.path.dirname(os.path.realpath(argv[0]))
     with open(argv[0], "rb") as source:
@@ -121,8 +123,8 @@ def starts_alike(step_environment: dict[str, str], spare_environment: dict[str, 
     names = {name for name in (*step_environment, *spare_environment) if _shapes_start_up(name)}
     if any(step_environment.get(name) != spare_environment.get(name) for name in names):
         return False
-    return not any(_may_customize_start_up(entry)
-                   for entry in step_environment.get("PYTHONPATH", "").split(os.pathsep) if entry)
+    python_path = step_environment.get("PYTHONPATH")
+    return not (python_path and any(_may_customize_start_up(entry) for entry in python_path.split(os.pathsep)))
 
 
 def _shapes_start_up(name: str) -> bool:
@@ -130,9 +132,9 @@ def _shapes_start_up(name: str) -> bool:
 
 
 def _may_customize_start_up(entry: str) -> bool:
-    """A PYTHONPATH entry holding sitecustomize/usercustomize (module, package or extension), or a
-    file (a zip archive could hold one)."""
-    if os.path.isfile(entry):
+    """A PYTHONPATH entry holding sitecustomize/usercustomize (module, package or extension), a
+    file (a zip archive could hold one), or a relative entry (the step's folder decides)."""
+    if not os.path.isabs(entry) or os.path.isfile(entry):
         return True
     return any(os.path.exists(os.path.join(entry, module + suffix))
                for module in ("sitecustomize", "usercustomize") for suffix in _MODULE_SUFFIXES)

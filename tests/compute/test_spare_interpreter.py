@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -23,7 +24,7 @@ INSPECT = """\
 import json, os, sys
 print(json.dumps({
     "cwd": os.getcwd(), "argv": sys.argv, "file": __file__, "name": __name__,
-    "path": sys.path[:3], "stdin": sys.stdin.read(),
+    "path": sys.path, "stdin": sys.stdin.read(),
     "environment": {k: v for k, v in os.environ.items() if k not in ("MLPIPE_JOB_ID", "MLPIPE_RUN_ID")},
     "flags": list(sys.flags), "stdout": [sys.stdout.encoding, sys.stdout.line_buffering, sys.stdout.isatty()],
     "proc_environ_job_id": "MLPIPE_JOB_ID=" + os.environ["MLPIPE_JOB_ID"] in
@@ -69,20 +70,24 @@ def test_a_step_cannot_tell_the_spare_from_an_interpreter_started_for_it(backend
     wait_done(backend, backend.submit(request_for(write_script(tmp_path / "warm", "pass\n"))))
     spare_pid = wait_for_spare()
     monkeypatch.setenv("PYTHONPATH", str(tmp_path / "from-host"))  # after the spare started: it must still count
-    in_spare, pid, log = run_and_inspect(backend, script, environment={"FROM_DEFINITION": "yes"})
+    # PYTHONPATH: the source folder (mlpipe puts it first), then the definition's (a duplicate included).
+    definition = {"FROM_DEFINITION": "yes", "PYTHONPATH": f"{script.parent}:{sys.prefix}:{tmp_path / 'extra'}"}
+    in_spare, pid, log = run_and_inspect(backend, script, environment=definition)
     assert pid == spare_pid
     assert "to stderr" in log
 
     monkeypatch.setenv("MLPIPE_LOCAL_SPARE_INTERPRETER", "off")
     reset_settings()
     local_module._spare.discard()
-    started_for_it, pid, _ = run_and_inspect(backend, script, environment={"FROM_DEFINITION": "yes"})
+    started_for_it, pid, _ = run_and_inspect(backend, script, environment=definition)
     assert pid != spare_pid and local_module._spare.ready_pid() is None
 
     started_for_it["environment"].pop("MLPIPE_LOCAL_SPARE_INTERPRETER")  # the one difference made here
     assert in_spare == started_for_it
     assert in_spare["environment"]["FROM_DEFINITION"] == "yes" and in_spare["proc_environ_job_id"]
-    assert in_spare["path"][:3] == [str(script.parent), str(script.parent), str(tmp_path / "from-host")]
+    # The script's folder, then PYTHONPATH once each (the definition's replaces the host's), then the rest.
+    assert in_spare["path"][:4] == [str(script.parent), str(script.parent), sys.prefix, str(tmp_path / "extra")]
+    assert str(tmp_path / "from-host") not in in_spare["path"]
     assert in_spare["argv"][1:] == ["--x", "é"] and in_spare["name"] == "__main__" and in_spare["stdin"] == ""
 
 
@@ -149,6 +154,8 @@ def test_a_pythonpath_entry_that_may_customize_start_up_rules_the_spare_out(tmp_
     (package / "usercustomize").mkdir(parents=True)
     zipped.write_bytes(b"PK")
     assert starts_alike({"PYTHONPATH": f"{plain}:{tmp_path / 'missing'}"}, {})
+    assert not starts_alike({"PYTHONPATH": f"{plain}:relative"}, {})
+    assert not starts_alike({"PYTHONPATH": f"{plain}::"}, {})  # an empty entry is the working folder
     assert not starts_alike({"PYTHONPATH": f"{plain}:{package}"}, {})
     assert not starts_alike({"PYTHONPATH": str(zipped)}, {})
 
