@@ -36,18 +36,18 @@ DEFAULT_LOGGING = "--default-logging" in sys.argv
 if not DEFAULT_LOGGING:
     os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 
-import prefect
-from noop_step import spawn, spawn_floor
-from prefect import flow, task
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
+import prefect  # noqa: E402 - Prefect reads its settings at import
+from noop_step import spawn, spawn_floor  # noqa: E402 - Prefect reads its settings at import
+from prefect import flow, task  # noqa: E402 - Prefect reads its settings at import
+from prefect.client.orchestration import get_client  # noqa: E402 - Prefect reads its settings at import
+from prefect.client.schemas.filters import (  # noqa: E402 - Prefect reads its settings at import
     TaskRunFilter,
     TaskRunFilterFlowRunId,
     TaskRunFilterState,
     TaskRunFilterStateType,
 )
-from prefect.client.schemas.objects import StateType
-from prefect.client.schemas.sorting import TaskRunSort
+from prefect.client.schemas.objects import StateType  # noqa: E402
+from prefect.client.schemas.sorting import TaskRunSort  # noqa: E402
 
 
 @task

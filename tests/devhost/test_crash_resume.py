@@ -76,7 +76,8 @@ def test_kill_mid_fan_out_then_restart(private_host, tmp_path):
 def test_sigterm_then_restart_resumes(private_host, tmp_path):
     data_dir = tmp_path / "data"
     host, api = private_host(data_dir)
-    assert api.start("slow_sequence", {"n": 8, "sleep": 0.1, "file": "seq.txt"}, instance_id="graceful").status_code == 202
+    started = api.start("slow_sequence", {"n": 8, "sleep": 0.1, "file": "seq.txt"}, instance_id="graceful")
+    assert started.status_code == 202
     time.sleep(0.35)
     assert host.stop() == 0
     assert "mlpipe host ready" in host.output()

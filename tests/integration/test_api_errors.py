@@ -130,7 +130,8 @@ def test_disabled_pipeline_submit_is_409_and_starts_nothing(client, simple_pipel
 
 def test_get_pipeline_shape(client, simple_pipeline):
     pipeline = client.get_pipeline(simple_pipeline["Id"])
-    assert set(pipeline) >= {"Id", "Name", "Description", "Version", "Status", "Parameters", "Endpoint", "CreatedTimeUtc"}
+    assert set(pipeline) >= {"Id", "Name", "Description", "Version", "Status", "Parameters", "Endpoint",
+                             "CreatedTimeUtc"}
     assert pipeline["Parameters"]["epochs"] == 3
     assert pipeline["Endpoint"].endswith(f"/api/pipelines/{pipeline['Id']}/submit")
 

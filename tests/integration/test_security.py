@@ -77,8 +77,9 @@ def test_request_bodies_over_the_limit_are_413_and_change_nothing(host, client):
     status, body = raw_request(host, "POST", "/api/pipelines", b"PK" + b"\0" * (MAX_BYTES + 1),
                        {"x-functions-key": host.key, "Content-Type": "application/zip"})
     assert status == 413
-    status, _ = raw_request(host, "POST", "/api/endpoints/x/submit", json.dumps({"ExperimentName": "x" * MAX_BYTES}).encode(),
-                    {"x-functions-key": host.key, "Content-Type": "application/json"})
+    too_long = json.dumps({"ExperimentName": "x" * MAX_BYTES}).encode()
+    status, _ = raw_request(host, "POST", "/api/endpoints/x/submit", too_long,
+                            {"x-functions-key": host.key, "Content-Type": "application/json"})
     assert status == 413
     assert len(client.list_pipelines("All")) == before
 

@@ -55,7 +55,8 @@ def test_reused_prefix_needs_no_activity_and_its_outputs_reach_consumers():
 def test_all_reused_finishes_in_one_episode():
     history = History({"a": [], "b": ["a"]}).complete(0, {"reused": {"a": {}, "b": {}}})
     # run_finished gets every completed step and its outputs (it makes sure each has its record)
-    assert history.actions()[-1] == ("activity", "run_finished", {"runId": "r1", "status": "Finished", "failedSteps": [], "completedSteps": {"a": {}, "b": {}}})
+    assert history.actions()[-1] == ("activity", "run_finished", {
+        "runId": "r1", "status": "Finished", "failedSteps": [], "completedSteps": {"a": {}, "b": {}}})
 
 
 def test_step_outputs_are_passed_to_the_steps_that_consume_them():
@@ -93,13 +94,15 @@ def test_running_step_is_polled_after_a_durable_timer():
     assert actions[-1][0] == "timer"
     history.fire_timer(2)
     actions = history.actions()
-    assert actions[-1] == ("activity", "step_poll", {"runId": "r1", "step": "a", "upstream": {}, "handle": {"id": "h1"}})
+    assert actions[-1] == ("activity", "step_poll", {
+        "runId": "r1", "step": "a", "upstream": {}, "handle": {"id": "h1"}})
 
 
 def test_all_steps_completed_finishes_the_run():
     history = History({"a": []}).complete(0, NOTHING_REUSED).complete(1, done())
     actions = history.actions()
-    assert actions[-1] == ("activity", "run_finished", {"runId": "r1", "status": "Finished", "failedSteps": [], "completedSteps": {"a": {}}})
+    assert actions[-1] == ("activity", "run_finished", {
+        "runId": "r1", "status": "Finished", "failedSteps": [], "completedSteps": {"a": {}}})
     history.complete(2, {"status": "Finished"})
     state = history.replay()
     assert state["isDone"] and state["output"]["status"] == "Finished"
@@ -114,7 +117,8 @@ def test_failed_step_skips_downstream_and_fails_the_run():
     history.complete(4, {"recorded": ["d"]})  # id 4: steps_not_run; c (id 3) still running
     history.complete(3, done())
     actions = history.actions()
-    assert actions[-1] == ("activity", "run_finished", {"runId": "r1", "status": "Failed", "failedSteps": ["b"], "completedSteps": {"a": {}, "c": {}}})
+    assert actions[-1] == ("activity", "run_finished", {
+        "runId": "r1", "status": "Failed", "failedSteps": ["b"], "completedSteps": {"a": {}, "c": {}}})
 
 
 def test_without_continue_on_failure_unrelated_steps_do_not_start():
@@ -168,7 +172,8 @@ def test_cancel_stops_new_steps_cancels_running_ones_and_ends_canceled():
     history.complete(4, {"canceled": ["a", "b"]})
     history.complete(1, done("Canceled")).complete(2, done())  # b had just completed
     assert "after_a" not in started_steps(history.actions())
-    assert history.actions()[-1] == ("activity", "run_finished", {"runId": "r1", "status": "Canceled", "failedSteps": [], "completedSteps": {"b": {}}})
+    assert history.actions()[-1] == ("activity", "run_finished", {
+        "runId": "r1", "status": "Canceled", "failedSteps": [], "completedSteps": {"b": {}}})
 
 
 def test_failed_attempt_with_retries_left_waits_then_starts_the_next_attempt():
@@ -176,7 +181,8 @@ def test_failed_attempt_with_retries_left_waits_then_starts_the_next_attempt():
     history.complete(1, {"status": "Running", "retry": {"attempt": 2, "afterSeconds": 4}})
     assert history.actions()[-1][0] == "timer"
     history.fire_timer(2)
-    assert history.actions()[-1] == ("activity", "step_start", {"runId": "r1", "step": "a", "upstream": {}, "attempt": 2})
+    assert history.actions()[-1] == ("activity", "step_start", {
+        "runId": "r1", "step": "a", "upstream": {}, "attempt": 2})
 
 
 def test_cancel_while_waiting_to_retry_cancels_the_step_at_once():
@@ -186,7 +192,8 @@ def test_cancel_while_waiting_to_retry_cancels_the_step_at_once():
     assert history.actions()[-1] == ("activity", "steps_not_run", {"runId": "r1", "steps": {"Canceled": ["a"]}})
     history.complete(3, {})
     history.complete(4, {"canceled": []})
-    assert history.actions()[-1] == ("activity", "run_finished", {"runId": "r1", "status": "Canceled", "failedSteps": [], "completedSteps": {}})
+    assert history.actions()[-1] == ("activity", "run_finished", {
+        "runId": "r1", "status": "Canceled", "failedSteps": [], "completedSteps": {}})
 
 
 def test_a_long_chain_continues_as_new_between_steps_and_resumes_where_it_was():
