@@ -13,6 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from shared.compute.local import discard_spare_interpreter
 from shared.settings import DEVELOPMENT_STORAGE
 
 from .app_loader import AppLoadError, load_app
@@ -106,6 +107,7 @@ async def serve(options: HostOptions, stop: asyncio.Event) -> None:
             await trigger.stop()
         if engine is not None:
             engine.stop()
+        discard_spare_interpreter()
         # The SDK's client session holds keep-alive connections to our own server: close it first,
         # or the server's cleanup waits its whole shutdown timeout for them.
         await close_sdk_http_session()

@@ -350,6 +350,12 @@ def _spare_wanted() -> bool:
 _spare = interpreters.SpareInterpreter()
 
 
+def discard_spare_interpreter() -> None:
+    """Stop the spare interpreter, if any (the host is stopping; it would also exit on its own once
+    the host process ends, at EOF on its stdin)."""
+    _spare.discard()
+
+
 def _start_helper(function, *args) -> None:
     """Run `function(*args)` on a new thread without waiting for it to be scheduled.
 

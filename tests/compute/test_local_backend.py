@@ -23,7 +23,7 @@ from shared.runs import RunStore
 
 @pytest.fixture
 def backend(storage_env):
-    local_module._spare.discard()  # a spare from an earlier test would be one more child process here
+    local_module.discard_spare_interpreter()  # a spare from an earlier test would be one more child process here
     return LocalBackend(cancel_grace_seconds=2)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import shared.compute.local as local_module
-from shared.compute.interpreters import SpareInterpreter, starts_alike
+from shared.compute.interpreters import JOB_ID_VARIABLE, SpareInterpreter, start_for_step, starts_alike
 from shared.compute.local import LocalBackend, work_dir_for
 from shared.errors import MlpipeError
 from shared.runs import RunStore
@@ -36,9 +36,9 @@ print("to stderr", file=sys.stderr)
 
 @pytest.fixture
 def backend(storage_env):
-    local_module._spare.discard()
+    local_module.discard_spare_interpreter()
     yield LocalBackend(cancel_grace_seconds=2)
-    local_module._spare.discard()
+    local_module.discard_spare_interpreter()
 
 
 def wait_for_spare(limit: float = 20.0) -> int:
@@ -78,7 +78,7 @@ def test_a_step_cannot_tell_the_spare_from_an_interpreter_started_for_it(backend
 
     monkeypatch.setenv("MLPIPE_LOCAL_SPARE_INTERPRETER", "off")
     reset_settings()
-    local_module._spare.discard()
+    local_module.discard_spare_interpreter()
     started_for_it, pid, _ = run_and_inspect(backend, script, environment=definition)
     assert pid != spare_pid and local_module._spare.ready_pid() is None
 
@@ -180,3 +180,13 @@ def test_a_spare_that_cannot_be_started_is_logged_and_the_next_one_starts(caplog
         assert spare.ready_pid() is not None
     finally:
         spare.discard()
+
+
+def test_an_interpreter_whose_host_goes_away_exits_having_run_nothing(tmp_path):
+    """A waiting interpreter's stdin is a pipe from the host: when the host ends, EOF, and it exits."""
+    environment = {"PATH": os.environ.get("PATH", ""), JOB_ID_VARIABLE: "job-1", "PYTHONUNBUFFERED": "1"}
+    interpreter = start_for_step(environment, tmp_path, tmp_path / "log.txt")
+    interpreter.process.stdin.close()
+    assert interpreter.process.wait(timeout=20) == 0
+    assert interpreter.process.stderr.read() == b"" and (tmp_path / "log.txt").read_bytes() == b""
+    interpreter.process.stderr.close()
