@@ -17,7 +17,7 @@ from shared.compute.local import LocalBackend, work_dir_for
 from shared.errors import MlpipeError
 from shared.runs import RunStore
 from shared.settings import reset_settings
-from tests.compute.test_local_backend import child_pids, request_for, wait_done, write_script
+from tests.compute.test_local_backend import child_pids, pid_alive, request_for, wait_done, write_script
 
 # Everything a script can see of how it was started, printed as one JSON line.
 INSPECT = """\
@@ -190,3 +190,27 @@ def test_an_interpreter_whose_host_goes_away_exits_having_run_nothing(tmp_path):
     assert interpreter.process.wait(timeout=20) == 0
     assert interpreter.process.stderr.read() == b"" and (tmp_path / "log.txt").read_bytes() == b""
     interpreter.process.stderr.close()
+
+
+def test_a_step_in_the_spare_is_canceled_with_its_children(backend, tmp_path):
+    pid_file = tmp_path / "child.pid"
+    script = write_script(tmp_path / "src", f"""
+        import subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+        open({str(pid_file)!r}, "w").write(str(child.pid))
+        time.sleep(300)
+    """)
+    wait_done(backend, backend.submit(request_for(write_script(tmp_path / "warm", "pass\n"))))
+    spare_pid = wait_for_spare()
+    handle = backend.submit(request_for(script))
+    assert handle.data["pid"] == spare_pid
+    deadline = time.monotonic() + 20
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    backend.cancel(handle)
+    assert backend.poll(handle, wait_seconds=5).state == "Canceled"
+    for pid in (spare_pid, int(pid_file.read_text())):
+        deadline = time.monotonic() + 5
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not pid_alive(pid)
