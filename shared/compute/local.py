@@ -92,8 +92,8 @@ class LocalBackend:
         The interpreter is started before the go-ahead (shared/compute/interpreters.py): the spare
         one, started while the previous step ran, or one started now whose start-up (~10 ms) overlaps
         the gate (the reuse claim: a storage round trip) and the input downloads; none of the step's
-        own code runs before both are done. Raises an MlpipeError if
-        an input cannot be staged (the waiting interpreter is then stopped)."""
+        own code runs before both are done. Raises an MlpipeError if an input cannot be staged (the
+        waiting interpreter is then stopped)."""
         self._stop_previous_attempt(request.run_id, request.step_name)
         work_dir = work_dir_for(request.run_id, request.step_name)
         _wipe(work_dir)
