@@ -42,8 +42,7 @@ from azure.core.pipeline.transport import HttpResponse, HttpTransport, RequestsT
 from azure.core.rest._http_response_impl import HttpResponseImpl
 from azure.core.utils import case_insensitive_dict
 
-from shared.errors import MlpipeError
-from shared.settings import get_settings
+from shared.settings import checked_choice, get_settings
 
 DEFAULT_BLOCK_SIZE = 64 * 1024
 TRANSPORTS = ("http.client", "requests")
@@ -402,10 +401,7 @@ def azure_transport(*, pool_size: int, connection_timeout: float, read_timeout: 
     when trust_env is on: a walk over os.environ that cost ~0.5 ms of CPU per call. Without a proxy
     that walk can only find the CA bundle, so it is turned off and the bundle (REQUESTS_CA_BUNDLE or
     CURL_CA_BUNDLE, as requests would pick it) is passed once instead."""
-    choice = get_settings().http_transport
-    if choice not in TRANSPORTS:
-        raise MlpipeError(f"MLPIPE_HTTP_TRANSPORT must be one of {', '.join(TRANSPORTS)}, not '{choice}'",
-                          code="ConfigurationError")
+    choice = checked_choice("MLPIPE_HTTP_TRANSPORT", get_settings().http_transport, TRANSPORTS)
     session = requests.Session()
     adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
     session.mount("http://", adapter)

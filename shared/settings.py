@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.errors import MlpipeError
+
 DEVELOPMENT_STORAGE = "UseDevelopmentStorage=true"
 AZURITE_ACCOUNT = "devstoreaccount1"
 # The well-known, published Azurite/Storage Emulator key (not a secret).
@@ -105,6 +107,14 @@ class Settings:
             http_transport=(_env("MLPIPE_HTTP_TRANSPORT", "http.client") or "http.client").lower(),
             local_spare_interpreter=(_env("MLPIPE_LOCAL_SPARE_INTERPRETER", "on") or "on").lower(),
         )
+
+
+def checked_choice(setting: str, value: str, choices: tuple[str, ...]) -> str:
+    """`value`, read from the app setting `setting`, if it is one of `choices`; else a
+    ConfigurationError naming the setting and what it may be."""
+    if value not in choices:
+        raise MlpipeError(f"{setting} must be one of {', '.join(choices)}, not '{value}'", code="ConfigurationError")
+    return value
 
 
 def secret_setting(name: str) -> str | None:

@@ -95,9 +95,11 @@ def start_for_step(environment: dict[str, str], cwd: Path, log_path: Path) -> In
 def go(interpreter: Interpreter, argv: list[str], environment: dict[str, str], cwd: Path, log_path: Path) -> None:
     """Let the interpreter run the script (`argv[0]`) with `argv`; a spare also gets the step's
     environment, folder and log. If it died already, its exit status tells how."""
-    setup = (None, None, None) if interpreter.started_for_step else (environment, str(cwd), str(log_path))
-    if not interpreter.started_for_step:
+    if interpreter.started_for_step:
+        setup = (None, None, None)
+    else:
         open(log_path, "ab").close()  # the log exists once the step is under way, as for one started for it
+        setup = (environment, str(cwd), str(log_path))
     with contextlib.suppress(BrokenPipeError):
         interpreter.process.stdin.write(marshal.dumps((argv, *setup)))
         interpreter.process.stdin.close()
@@ -108,11 +110,16 @@ def abort(interpreter: Interpreter) -> None:
     process = interpreter.process
     with contextlib.suppress(OSError):
         process.stdin.close()  # EOF: it exits by itself
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
+    kill_group(process.pid, signal.SIGKILL)
     process.wait()
     with contextlib.suppress(OSError):
         process.stderr.close()
+
+
+def kill_group(pgid: int, sig: int) -> None:
+    """Signal process group `pgid` (an interpreter's: it leads its own); nothing if it is gone or not ours."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
 
 
 def starts_alike(step_environment: dict[str, str], spare_environment: dict[str, str]) -> bool:

@@ -34,10 +34,10 @@ from pathlib import Path
 from shared.compute import interpreters
 from shared.compute.base import Gate, JobHandle, JobStatus, StepJobRequest, parse_metrics, substitute_data_placeholders
 from shared.datastore import default_datastore, get_datastore
-from shared.errors import ComputeError, InvalidRequest, MlpipeError, NotFound
+from shared.errors import ComputeError, InvalidRequest, NotFound
 from shared.redact import is_secret_setting
 from shared.runs import RunStore, check_path_segment
-from shared.settings import get_settings
+from shared.settings import checked_choice, get_settings
 from shared.storage import parallel_map
 
 BACKEND_NAME = "local"
@@ -167,7 +167,7 @@ class LocalBackend:
             if job.deadline is None or time.monotonic() < job.deadline:
                 return JobStatus(state="Running")
             job.timed_out = True
-            _kill_group(job.process.pid, signal.SIGKILL)
+            interpreters.kill_group(job.process.pid, signal.SIGKILL)
             job.exited.wait()
         return self._finish(job)
 
@@ -178,7 +178,7 @@ class LocalBackend:
             if job.final is not None:
                 return job.final
             # Whatever outlived the script in its group is not ours to keep (and may hold stderr open).
-            _kill_group(job.process.pid, signal.SIGKILL)
+            interpreters.kill_group(job.process.pid, signal.SIGKILL)
             job.stderr_done.wait(timeout=5)
             code = job.process.returncode
             metrics = _read_metrics(job.work_dir / "metrics.jsonl")
@@ -217,9 +217,9 @@ class LocalBackend:
         if job.exited.is_set():
             return
         job.canceled = True
-        _kill_group(job.process.pid, signal.SIGTERM)
+        interpreters.kill_group(job.process.pid, signal.SIGTERM)
         job.exited.wait(self.cancel_grace_seconds)
-        _kill_group(job.process.pid, signal.SIGKILL)  # the leader or children that ignored SIGTERM
+        interpreters.kill_group(job.process.pid, signal.SIGKILL)  # the leader or children that ignored SIGTERM
         job.exited.wait()
 
     def fetch_logs(self, handle: JobHandle) -> str:
@@ -340,10 +340,7 @@ def _spare_setup() -> tuple[dict[str, str], Path]:
 
 def _spare_wanted() -> bool:
     choice = get_settings().local_spare_interpreter
-    if choice not in ("on", "off"):
-        raise MlpipeError(f"MLPIPE_LOCAL_SPARE_INTERPRETER must be on or off, not '{choice}'",
-                          code="ConfigurationError")
-    return choice == "on"
+    return checked_choice("MLPIPE_LOCAL_SPARE_INTERPRETER", choice, ("on", "off")) == "on"
 
 
 # One spare interpreter per host process, for the next local step (see shared/compute/interpreters.py).
@@ -424,11 +421,6 @@ def _read_log(work_dir: Path) -> str:
         return ""
 
 
-def _kill_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):  # already gone, or not ours
-        os.killpg(pgid, sig)
-
-
 def _group_members_of_job(pgid: int, job_id: str) -> list[int]:
     """Pids in process group `pgid` whose environment carries MLPIPE_JOB_ID=job_id (Linux /proc)."""
     marker = f"MLPIPE_JOB_ID={job_id}".encode()
@@ -457,11 +449,11 @@ def _cancel_foreign_job(handle: JobHandle, grace_seconds: float) -> None:
     if work_dir:
         with contextlib.suppress(OSError):
             (Path(work_dir) / CANCEL_MARKER).write_text(handle.id)
-    _kill_group(pgid, signal.SIGTERM)
+    interpreters.kill_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace_seconds
     while time.monotonic() < deadline and _group_members_of_job(pgid, handle.id):
         time.sleep(0.05)
-    _kill_group(pgid, signal.SIGKILL)
+    interpreters.kill_group(pgid, signal.SIGKILL)
 
 
 def _give_up_foreign_job(handle: JobHandle) -> JobStatus:
@@ -469,5 +461,5 @@ def _give_up_foreign_job(handle: JobHandle) -> JobStatus:
     that job's process group) and report Lost so the executor submits it again."""
     pgid = handle.data.get("pgid")
     if isinstance(pgid, int) and pgid > 1 and _group_members_of_job(pgid, handle.id):
-        _kill_group(pgid, signal.SIGKILL)
+        interpreters.kill_group(pgid, signal.SIGKILL)
     return JobStatus(state="Lost", error="the local job belongs to an earlier host process and cannot be followed")
