@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from common import local_stack, machine, spawn_floor, timed_run
+from common import local_stack, machine, machine_busy_seconds, spawn_floor, timed_run
 
 from shared.fingerprint import SourceHasher
 from shared.packaging import build_package
@@ -68,9 +68,11 @@ def main() -> None:
         fan_id = publish(client, scratch / "fan", fan_out(args.fanout))
         floor = spawn_floor(scratch / "chain" / "src" / "noop.py", 20)
 
-        chain_times = []
+        chain_times, busy = [], 0.0
         for pipeline_id in [chain_id, *more_chains]:
+            busy_before = machine_busy_seconds()
             seconds, chain_run = timed_run(client, pipeline_id)
+            busy += machine_busy_seconds() - busy_before
             assert chain_run["Status"] == "Finished", chain_run["Error"]
             assert not any(step["Reused"] for step in chain_run["Steps"])
             chain_times.append(seconds)
@@ -93,6 +95,8 @@ def main() -> None:
         f" (median of {len(chain_times)} fresh chains; {lowest:.1f}–{highest:.1f} ms)"
     print(f"| chain of {args.chain}: overhead per step beyond the spawn | {(per_step - floor) * 1000:.1f} ms"
           f"{spread} | - |")
+    print(f"| chain of {args.chain}: the machine's CPU per step (all processes, all chains) | "
+          f"{busy / (args.chain * len(chain_times)) * 1000:.1f} ms, {busy / sum(chain_times):.2f} cores busy | - |")
     print(f"| fan-out/fan-in of {args.fanout} (+root, +join), submit to Finished | {fan_seconds:.2f} s "
           f"| {args.fanout + 2} spawns serial = {(args.fanout + 2) * floor:.2f} s |")
     print(f"| resubmit chain of {args.chain}, all Reused, submit to Finished | {reused_seconds:.2f} s | - |")

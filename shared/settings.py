@@ -80,9 +80,10 @@ class Settings:
     # How mlpipe's azure-core clients (storage, Azure ML, ADLA) send requests
     # (shared/http_transport.py azure_transport): "http.client" or "requests".
     http_transport: str = "http.client"
-    # Whether the local backend keeps one interpreter started ahead for the next local step
-    # (shared/compute/interpreters.py): "on" or "off".
-    local_spare_interpreter: str = "on"
+    # How the local backend readies interpreters ahead of local steps: "fork" (steps are forked from
+    # a template interpreter kept running, shared/compute/forkserver.py), "on" (one spare interpreter
+    # started ahead for the next step, shared/compute/interpreters.py) or "off".
+    local_spare_interpreter: str = "fork"
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -105,7 +106,7 @@ class Settings:
             run_events_queue=_env("MLPIPE_RUN_EVENTS_QUEUE", "run-events"),
             submissions_queue=_env("MLPIPE_SUBMISSIONS_QUEUE", "pipeline-submissions"),
             http_transport=(_env("MLPIPE_HTTP_TRANSPORT", "http.client") or "http.client").lower(),
-            local_spare_interpreter=(_env("MLPIPE_LOCAL_SPARE_INTERPRETER", "on") or "on").lower(),
+            local_spare_interpreter=(_env("MLPIPE_LOCAL_SPARE_INTERPRETER", "fork") or "fork").lower(),
         )
 
 

@@ -27,23 +27,23 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shared.errors import ComputeError
 
-# What the interpreter runs first: wait for the go-ahead on stdin (a marshalled argv, environment,
-# working folder and log file, the last three None when the process was started with them), then
-# EOF; put /dev/null in stdin's place and run the script in __main__ as `python script.py args` does
-# (sys.argv, __file__, the script's folder first on sys.path, PYTHONPATH after it). A spare takes the
-# step's environment, keeping the LC_CTYPE the interpreter set for itself at start (the step's LANG
-# and LC_* are the spare's, so a fresh interpreter would have set it too). EOF without a go-ahead:
-# exit, having run nothing. Only builtin modules are imported (json/runpy would add ~15 ms).
-LAUNCHER = """\
-def _launch():
-    import marshal, os, sys
-    go = sys.stdin.buffer.read()
-    if not go:
-        os._exit(0)
-    argv, environment, cwd, log = marshal.loads(go)
+if TYPE_CHECKING:
+    from shared.compute.forkserver import ForkedStep, ForkTemplate
+
+# How an interpreter becomes the step's, once it has its go-ahead (builtin modules only: json/runpy
+# would add ~15 ms): put /dev/null in stdin's place, the log in stdout's, and run the script in
+# __main__ as `python script.py args` does (sys.argv, __file__, the script's folder first on
+# sys.path, PYTHONPATH after it). An interpreter started ahead takes the step's environment,
+# keeping the LC_CTYPE it set for itself at start (the step's LANG and LC_* are its own, so a fresh
+# interpreter would have set it too), and the step's working folder; `environment` is None for one
+# started with them. A traceback starts at the script, as it would: the launcher's frames are left out.
+BECOME_THE_STEP = """\
+def _become_the_step(argv, environment, cwd, log):
+    import os, sys
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
@@ -63,12 +63,30 @@ def _launch():
         sys.path[1:] = list(dict.fromkeys(entries + sys.path[1:]))  # ahead of site-packages, once each, as site does
     sys.argv = argv
     sys.path[0] = os.path.dirname(os.path.realpath(argv[0]))
-    with open(argv[0], "rb") as source:
-        code = compile(source.read(), argv[0], "exec", dont_inherit=True)
     main = sys.modules["__main__"].__dict__
-    del main["_launch"]
+    for name in [name for name in main if name.startswith("_launch") or name == "_become_the_step"]:
+        del main[name]
     main.update(__file__=argv[0], __cached__=None)
-    exec(code, main)
+    try:
+        with open(argv[0], "rb") as source:
+            code = compile(source.read(), argv[0], "exec", dont_inherit=True)
+        exec(code, main)
+    except Exception as error:
+        error.__traceback__ = error.__traceback__.tb_next
+        sys.excepthook(type(error), error, error.__traceback__)
+        raise SystemExit(1) from None
+"""
+
+# What an interpreter started for one step runs first: wait for the go-ahead on stdin (a marshalled
+# argv, environment, working folder and log file, the last three None when the process was started
+# with them), then EOF, and become the step. EOF without a go-ahead: exit, having run nothing.
+LAUNCHER = BECOME_THE_STEP + """\
+def _launch():
+    import marshal, os, sys
+    go = sys.stdin.buffer.read()
+    if not go:
+        os._exit(0)
+    _become_the_step(*marshal.loads(go))
 _launch()
 """
 
@@ -79,10 +97,11 @@ JOB_ID_VARIABLE = "MLPIPE_JOB_ID"  # in the interpreter's environment from its s
 
 @dataclass
 class Interpreter:
-    """A started interpreter waiting for its go-ahead."""
-    process: subprocess.Popen
+    """A started interpreter waiting for its go-ahead, or (process None) a fork from `template` to come."""
+    process: subprocess.Popen | None
     job_id: str
     started_for_step: bool  # started with the step's environment, folder and log (not a spare)
+    template: ForkTemplate | None = None
 
 
 def start_for_step(environment: dict[str, str], cwd: Path, log_path: Path) -> Interpreter:
@@ -92,9 +111,18 @@ def start_for_step(environment: dict[str, str], cwd: Path, log_path: Path) -> In
     return Interpreter(process, environment[JOB_ID_VARIABLE], started_for_step=True)
 
 
-def go(interpreter: Interpreter, argv: list[str], environment: dict[str, str], cwd: Path, log_path: Path) -> None:
-    """Let the interpreter run the script (`argv[0]`) with `argv`; a spare also gets the step's
-    environment, folder and log. If it died already, its exit status tells how."""
+def go(interpreter: Interpreter, argv: list[str], environment: dict[str, str], cwd: Path,
+       log_path: Path) -> subprocess.Popen | ForkedStep:
+    """Let the interpreter run the script (`argv[0]`) with `argv`, and return the step's process; a
+    spare also gets the step's environment, folder and log; a fork from the template is made now (or,
+    if the template cannot, an interpreter is started for the step). If the process died already,
+    its exit status tells how."""
+    if interpreter.template is not None:
+        try:
+            return interpreter.template.launch(argv, environment, cwd, log_path)
+        except ComputeError as error:
+            log.warning("%s; starting an interpreter for the step", error.message)
+            interpreter = start_for_step(environment, cwd, log_path)
     if interpreter.started_for_step:
         setup = (None, None, None)
     else:
@@ -103,11 +131,14 @@ def go(interpreter: Interpreter, argv: list[str], environment: dict[str, str], c
     with contextlib.suppress(BrokenPipeError):
         interpreter.process.stdin.write(marshal.dumps((argv, *setup)))
         interpreter.process.stdin.close()
+    return interpreter.process
 
 
 def abort(interpreter: Interpreter) -> None:
     """Stop an interpreter still waiting for its go-ahead (it has run none of the step's code)."""
     process = interpreter.process
+    if process is None:
+        return  # a fork to come: nothing was started
     with contextlib.suppress(OSError):
         process.stdin.close()  # EOF: it exits by itself
     kill_group(process.pid, signal.SIGKILL)

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from shared.compute import interpreters
 from shared.compute.base import Gate, JobHandle, JobStatus, StepJobRequest, parse_metrics, substitute_data_placeholders
+from shared.compute.forkserver import ForkedStep, ForkTemplate
 from shared.datastore import default_datastore, get_datastore
 from shared.errors import ComputeError, InvalidRequest, NotFound
 from shared.redact import is_secret_setting
@@ -98,10 +99,9 @@ class LocalBackend:
         work_dir = work_dir_for(request.run_id, request.step_name)
         _wipe(work_dir)
         log_path = work_dir / "log.txt"
-        spare_wanted = _spare_wanted()
-        interpreter, environment = _interpreter_for(request, work_dir, log_path, spare_wanted)
+        ahead = _interpreters_ahead()
+        interpreter, environment = _interpreter_for(request, work_dir, log_path, ahead)
         handle_id = interpreter.job_id
-        process = interpreter.process
         try:
             go = gate() if gate is not None else True
             if go:
@@ -112,17 +112,20 @@ class LocalBackend:
         if not go:
             interpreters.abort(interpreter)
             return None
+        process = interpreters.go(interpreter, [request.script, *arguments], environment, work_dir, log_path)
         tail: collections.deque = collections.deque(maxlen=STDERR_TAIL_LINES)
         stderr_done, exited = threading.Event(), threading.Event()
         _start_helper(_pump_stderr, process.stderr, log_path, tail, stderr_done)
         _start_helper(_wait_for_exit, process, exited)
-        interpreters.go(interpreter, [request.script, *arguments], environment, work_dir, log_path)
-        if spare_wanted:
+        if ahead == "fork":
+            _template.replenish(_spare_setup)
+        elif ahead == "on":
             _spare.replenish(_spare_setup)
-        handle = JobHandle(backend=BACKEND_NAME, id=handle_id, data={
-            "pid": process.pid, "pgid": process.pid, "boot": _BOOT_ID, "workDir": str(work_dir),
-            "runId": request.run_id, "step": request.step_name,
-        })
+        data = {"pid": process.pid, "pgid": process.pid, "boot": _BOOT_ID, "workDir": str(work_dir),
+                "runId": request.run_id, "step": request.step_name}
+        if isinstance(process, ForkedStep):  # /proc shows the template's marker for it, and when it started
+            data.update(template=process.template_job_id, started=_start_time(process.pid))
+        handle = JobHandle(backend=BACKEND_NAME, id=handle_id, data=data)
         deadline = time.monotonic() + request.timeout_seconds if request.timeout_seconds else None
         job = _LocalJob(handle, request, process, work_dir, output_dirs, tail, stderr_done, exited, deadline)
         with _jobs_lock:
@@ -189,6 +192,8 @@ class LocalBackend:
                                    error=f"timed out after {job.request.timeout_seconds:g}s")
             elif code == 0:
                 status = _commit_outputs(job, metrics)
+            elif code is None:  # a forked step whose template ended first
+                status = JobStatus(state="Failed", metrics=metrics, error=job.process.lost)
             else:
                 status = JobStatus(state="Failed", metrics=metrics, error=_failure_message(code, job.stderr_tail))
             RunStore().upload_log_file(job.request.run_id, job.request.step_name, job.work_dir / "log.txt",
@@ -291,14 +296,17 @@ def _stage_inputs(request: StepJobRequest, inputs_dir: Path) -> dict[str, str]:
 
 
 def _interpreter_for(request: StepJobRequest, work_dir: Path, log_path: Path,
-                     spare_wanted: bool) -> tuple[interpreters.Interpreter, dict[str, str]]:
-    """The spare interpreter if it fits the step, else one started for it; and the step's environment."""
+                     ahead: str) -> tuple[interpreters.Interpreter, dict[str, str]]:
+    """A fork from the template or the spare interpreter if it fits the step, else one started for
+    it; and the step's environment."""
     environment = _child_environment(request, work_dir)
-    spare = _spare.take(environment) if spare_wanted else None
+    spare = _spare.take(environment) if ahead == "on" else None
     if spare is not None:
         environment[interpreters.JOB_ID_VARIABLE] = spare.job_id
         return spare, environment
-    environment[interpreters.JOB_ID_VARIABLE] = uuid.uuid4().hex  # lets a later host recognise its processes
+    job_id = environment[interpreters.JOB_ID_VARIABLE] = uuid.uuid4().hex  # a later host recognises its processes
+    if ahead == "fork" and _template.fits(environment):
+        return interpreters.Interpreter(None, job_id, started_for_step=False, template=_template), environment
     try:
         return interpreters.start_for_step(environment, work_dir, log_path), environment
     except ComputeError as error:
@@ -338,19 +346,25 @@ def _spare_setup() -> tuple[dict[str, str], Path]:
     return _host_environment(), root
 
 
-def _spare_wanted() -> bool:
-    choice = get_settings().local_spare_interpreter
-    return checked_choice("MLPIPE_LOCAL_SPARE_INTERPRETER", choice, ("on", "off")) == "on"
+def _interpreters_ahead() -> str:
+    """How interpreters are readied ahead of local steps: "fork" (from a template that stays
+    running; where the OS has no fork, as "on"), "on" (one spare at a time) or "off"."""
+    choice = checked_choice("MLPIPE_LOCAL_SPARE_INTERPRETER", get_settings().local_spare_interpreter,
+                            ("fork", "on", "off"))
+    return "on" if choice == "fork" and not hasattr(os, "fork") else choice
 
 
-# One spare interpreter per host process, for the next local step (see shared/compute/interpreters.py).
+# Per host process: the template local steps are forked from (shared/compute/forkserver.py), and
+# the spare interpreter for the next local step (shared/compute/interpreters.py).
+_template = ForkTemplate()
 _spare = interpreters.SpareInterpreter()
 
 
 def discard_spare_interpreter() -> None:
-    """Stop the spare interpreter, if any (the host is stopping; it would also exit on its own once
-    the host process ends, at EOF on its stdin)."""
+    """Stop the spare interpreter and let the template go, if any (the host is stopping; both would
+    also exit on their own once the host process ends, at EOF on their stdin)."""
     _spare.discard()
+    _template.discard()
 
 
 def _start_helper(function, *args) -> None:
@@ -421,29 +435,59 @@ def _read_log(work_dir: Path) -> str:
         return ""
 
 
-def _group_members_of_job(pgid: int, job_id: str) -> list[int]:
-    """Pids in process group `pgid` whose environment carries MLPIPE_JOB_ID=job_id (Linux /proc)."""
-    marker = f"MLPIPE_JOB_ID={job_id}".encode()
-    members = []
+def _group_members_of_job(handle: JobHandle) -> list[int]:
+    """Pids in the job's process group, if /proc (Linux) shows the group is that job's: a member's
+    environment as it started carries MLPIPE_JOB_ID=<job id>, or, for a step forked from a template,
+    the group's leader carries the template's and started when the step did. A group id is not reused
+    while the group has members, so once it is shown to be the job's, every member is."""
+    pgid = handle.data.get("pgid")
+    if not (isinstance(pgid, int) and pgid > 1):
+        return []
+    step_marker = f"MLPIPE_JOB_ID={handle.id}".encode()
+    template, started = handle.data.get("template"), handle.data.get("started")
+    template_marker = f"MLPIPE_JOB_ID={template}".encode() if template else None
+    members, proven = [], False
+    for pid, fields in _processes():
+        if int(fields[2]) != pgid:
+            continue
+        members.append(pid)
+        if not proven:
+            with contextlib.suppress(OSError):
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                proven = step_marker in environ or (
+                    pid == pgid and template_marker in environ and int(fields[19]) == started)
+    return members if proven else []
+
+
+def _processes() -> list[tuple[int, list[str]]]:
+    """Every process /proc shows: its pid and the fields of its stat after the command name (state,
+    ppid, pgrp, ...; [19] is its start time)."""
+    processes = []
     for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            # Fields after the ")" closing the command name: state ppid pgrp ...
-            if int(stat.rsplit(")", 1)[1].split()[2]) != pgid:
-                continue
-            if marker in (entry / "environ").read_bytes().split(b"\0"):
-                members.append(int(entry.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return members
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields:
+                processes.append((int(entry.name), fields))
+    return processes
+
+
+def _stat_fields(pid: int) -> list[str]:
+    try:
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split())
+    except (OSError, IndexError):
+        return []
+
+
+def _start_time(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot, from /proc), None if /proc does not show it."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if len(fields) > 19 else None
 
 
 def _cancel_foreign_job(handle: JobHandle, grace_seconds: float) -> None:
     """Cancel a job this process did not start, if /proc shows its group is that job's."""
     pgid = handle.data.get("pgid")
-    if not (isinstance(pgid, int) and pgid > 1 and _group_members_of_job(pgid, handle.id)):
+    if not _group_members_of_job(handle):
         return
     work_dir = handle.data.get("workDir")
     if work_dir:
@@ -451,7 +495,7 @@ def _cancel_foreign_job(handle: JobHandle, grace_seconds: float) -> None:
             (Path(work_dir) / CANCEL_MARKER).write_text(handle.id)
     interpreters.kill_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace_seconds
-    while time.monotonic() < deadline and _group_members_of_job(pgid, handle.id):
+    while time.monotonic() < deadline and _group_members_of_job(handle):
         time.sleep(0.05)
     interpreters.kill_group(pgid, signal.SIGKILL)
 
@@ -459,7 +503,6 @@ def _cancel_foreign_job(handle: JobHandle, grace_seconds: float) -> None:
 def _give_up_foreign_job(handle: JobHandle) -> JobStatus:
     """A job started by an earlier host process: kill what is left of it (only if it is provably
     that job's process group) and report Lost so the executor submits it again."""
-    pgid = handle.data.get("pgid")
-    if isinstance(pgid, int) and pgid > 1 and _group_members_of_job(pgid, handle.id):
-        interpreters.kill_group(pgid, signal.SIGKILL)
+    if _group_members_of_job(handle):
+        interpreters.kill_group(handle.data["pgid"], signal.SIGKILL)
     return JobStatus(state="Lost", error="the local job belongs to an earlier host process and cannot be followed")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import shared.compute.local as local_module
+from shared.compute import JobHandle
 from shared.compute.interpreters import JOB_ID_VARIABLE, SpareInterpreter, start_for_step, starts_alike
 from shared.compute.local import LocalBackend, work_dir_for
 from shared.errors import MlpipeError
@@ -27,68 +29,138 @@ print(json.dumps({
     "path": sys.path, "stdin": sys.stdin.read(),
     "environment": {k: v for k, v in os.environ.items() if k not in ("MLPIPE_JOB_ID", "MLPIPE_RUN_ID")},
     "flags": list(sys.flags), "stdout": [sys.stdout.encoding, sys.stdout.line_buffering, sys.stdout.isatty()],
-    "proc_environ_job_id": "MLPIPE_JOB_ID=" + os.environ["MLPIPE_JOB_ID"] in
-        open("/proc/self/environ", "rb").read().decode(errors="replace").split("\\0"),
+    "proc_environ_job_ids": [entry for entry in open("/proc/self/environ", "rb").read().decode().split("\\0")
+                             if entry.startswith("MLPIPE_JOB_ID=")],
+    "job_id": os.environ["MLPIPE_JOB_ID"],
 }))
 print("to stderr", file=sys.stderr)
 """
 
+# A script that fails: what it leaves in the log (output, error output, its traceback) is compared.
+FAILING = """\
+import sys
+print("to stdout")
+print("to stderr", file=sys.stderr)
+def inner():
+    raise ValueError("boom")
+inner()
+"""
 
-@pytest.fixture
-def backend(storage_env):
+
+def readied_backend(monkeypatch, ahead: str):
+    """A local backend readying interpreters `ahead` (MLPIPE_LOCAL_SPARE_INTERPRETER); none left after."""
+    use_interpreters_ahead(monkeypatch, ahead)
     local_module.discard_spare_interpreter()
     yield LocalBackend(cancel_grace_seconds=2)
     local_module.discard_spare_interpreter()
 
 
-def wait_for_spare(limit: float = 20.0) -> int:
+@pytest.fixture
+def backend(storage_env, monkeypatch):
+    """A local backend keeping one spare interpreter ahead."""
+    yield from readied_backend(monkeypatch, "on")
+
+
+def wait_for_spare(limit: float = 20.0, ready=lambda: local_module._spare.ready_pid()) -> int:
+    """The pid of the spare interpreter (or with `ready`, of something else started in the background)."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        pid = local_module._spare.ready_pid()
+        pid = ready()
         if pid is not None:
             return pid
         time.sleep(0.02)
     raise AssertionError("no spare interpreter was started")
 
 
-def run_and_inspect(backend, script: Path, **fields) -> tuple[dict, int, str]:
-    """Run the INSPECT script as step "inspect" of run "run1" (the same folder every time)."""
+def wait_for_template() -> int:
+    return wait_for_spare(ready=lambda: local_module._template.ready_pid())
+
+
+def use_interpreters_ahead(monkeypatch, value: str) -> None:
+    monkeypatch.setenv("MLPIPE_LOCAL_SPARE_INTERPRETER", value)
+    reset_settings()
+
+
+def ready_ahead(backend, tmp_path, ahead: str) -> int:
+    """Run a first step so the spare (or the template) starts; its pid."""
+    wait_done(backend, backend.submit(request_for(write_script(tmp_path / "warm", "pass\n"))))
+    return wait_for_template() if ahead == "fork" else wait_for_spare()
+
+
+def run_step(backend, script: Path, **fields) -> tuple[JobHandle, str, str]:
+    """Run `script` as step "inspect" of run "run1" (the same folder every time): its handle, log, error."""
     request = request_for(script, run_id="run1", step_name="inspect", arguments=["--x", "é"], **fields)
     handle = backend.submit(request)
     status = wait_done(backend, handle)
-    log = (work_dir_for(request.run_id, request.step_name) / "log.txt").read_text()
-    assert status.state == "Completed", (status, log)
-    return json.loads(log.splitlines()[0]), handle.data["pid"], log
+    return handle, (work_dir_for(request.run_id, request.step_name) / "log.txt").read_text(), status.error
 
 
+def run_and_inspect(backend, script: Path, **fields) -> tuple[dict, JobHandle, str]:
+    """Run the INSPECT script: what it saw (its job ids checked and set aside), its handle and log."""
+    handle, log, error = run_step(backend, script, **fields)
+    assert error is None, (error, log)
+    seen = json.loads(log.splitlines()[0])
+    marker = handle.data.get("template") or seen["job_id"]  # a forked process's /proc shows the template's
+    assert seen.pop("proc_environ_job_ids") == [f"{JOB_ID_VARIABLE}={marker}"]
+    assert seen.pop("job_id") == handle.id
+    return seen, handle, log
+
+
+@pytest.mark.parametrize("ahead", ["on", "fork"])
 @pytest.mark.parametrize("locale", ["as the host has it", "none (the interpreter coerces C to UTF-8)"])
-def test_a_step_cannot_tell_the_spare_from_an_interpreter_started_for_it(backend, tmp_path, monkeypatch, locale):
+def test_a_step_cannot_tell_an_interpreter_readied_ahead_from_one_started_for_it(backend, tmp_path, monkeypatch,
+                                                                                 locale, ahead):
     if locale.startswith("none"):
         for name in ("LANG", "LC_ALL", "LC_CTYPE"):
             monkeypatch.delenv(name, raising=False)
+    use_interpreters_ahead(monkeypatch, ahead)
     script = write_script(tmp_path / "src", INSPECT)
-    wait_done(backend, backend.submit(request_for(write_script(tmp_path / "warm", "pass\n"))))
-    spare_pid = wait_for_spare()
+    ready_pid = ready_ahead(backend, tmp_path, ahead)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path / "from-host"))  # after the spare started: it must still count
     # PYTHONPATH: the source folder (mlpipe puts it first), then the definition's (a duplicate included).
     definition = {"FROM_DEFINITION": "yes", "PYTHONPATH": f"{script.parent}:{sys.prefix}:{tmp_path / 'extra'}"}
-    in_spare, pid, log = run_and_inspect(backend, script, environment=definition)
-    assert pid == spare_pid
+    readied, handle, log = run_and_inspect(backend, script, environment=definition)
+    if ahead == "fork":
+        assert handle.data["pid"] != ready_pid and handle.data["template"]
+    else:
+        assert handle.data["pid"] == ready_pid and "template" not in handle.data
     assert "to stderr" in log
 
-    monkeypatch.setenv("MLPIPE_LOCAL_SPARE_INTERPRETER", "off")
-    reset_settings()
+    use_interpreters_ahead(monkeypatch, "off")
     local_module.discard_spare_interpreter()
-    started_for_it, pid, _ = run_and_inspect(backend, script, environment=definition)
-    assert pid != spare_pid and local_module._spare.ready_pid() is None
+    started_for_it, handle, _ = run_and_inspect(backend, script, environment=definition)
+    assert handle.data["pid"] != ready_pid and "template" not in handle.data
+    assert local_module._spare.ready_pid() is None and local_module._template.ready_pid() is None
 
-    started_for_it["environment"].pop("MLPIPE_LOCAL_SPARE_INTERPRETER")  # the one difference made here
-    assert in_spare == started_for_it
-    assert in_spare["environment"]["FROM_DEFINITION"] == "yes" and in_spare["proc_environ_job_id"]
+    for seen in (readied, started_for_it):
+        seen["environment"].pop("MLPIPE_LOCAL_SPARE_INTERPRETER")  # the one difference made here
+    assert readied == started_for_it
+    assert readied["environment"]["FROM_DEFINITION"] == "yes"
     # The script's folder, then PYTHONPATH once each (the definition's replaces the host's), then the rest.
-    assert in_spare["path"][:4] == [str(script.parent), str(script.parent), sys.prefix, str(tmp_path / "extra")]
-    assert str(tmp_path / "from-host") not in in_spare["path"]
-    assert in_spare["argv"][1:] == ["--x", "é"] and in_spare["name"] == "__main__" and in_spare["stdin"] == ""
+    assert readied["path"][:4] == [str(script.parent), str(script.parent), sys.prefix, str(tmp_path / "extra")]
+    assert str(tmp_path / "from-host") not in readied["path"]
+    assert readied["argv"][1:] == ["--x", "é"] and readied["name"] == "__main__" and readied["stdin"] == ""
+
+
+@pytest.mark.parametrize("ahead", ["on", "fork"])
+@pytest.mark.parametrize("failing", [FAILING, "print('never')\nx = (\n"], ids=["exception", "syntax error"])
+def test_a_failing_script_leaves_the_same_log_and_error_in_an_interpreter_readied_ahead(
+        backend, tmp_path, monkeypatch, ahead, failing):
+    """Its traceback starts at the script, as in an interpreter started for it (no launcher frames)."""
+    use_interpreters_ahead(monkeypatch, ahead)
+    script = write_script(tmp_path / "src", failing)
+    ready_ahead(backend, tmp_path, ahead)
+    handle, readied_log, readied_error = run_step(backend, script)
+    assert handle.data["pid"] != local_module._template.ready_pid() or ahead != "fork"
+    use_interpreters_ahead(monkeypatch, "off")
+    local_module.discard_spare_interpreter()
+    _, log, error = run_step(backend, script)
+    assert readied_log == log and readied_error == error
+    direct = subprocess.run([sys.executable, str(script), "--x", "é"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, check=False)
+    assert direct.returncode == 1 and direct.stdout.decode() == log  # as `python script.py` leaves it
+    assert error.startswith("script exited with code 1") and "<string>" not in log
+    assert ("ValueError: boom" in log and 'line 5, in inner' in log) or "SyntaxError" in log
 
 
 def test_a_step_whose_environment_shapes_start_up_gets_an_interpreter_of_its_own(backend, tmp_path):

@@ -1,0 +1,315 @@
+"""Local steps forked from a template interpreter that stays running (MLPIPE_LOCAL_SPARE_INTERPRETER=fork).
+
+Starting a Python interpreter costs ~10 ms of CPU per step; forking one that has started costs
+~1.5 ms. The host keeps one template: an interpreter started with the host's environment minus its
+secrets (as the spare of interpreters.py), which has imported nothing beyond what every interpreter
+imports as it starts. For each step the host sends it a go-ahead (argv, environment, working folder,
+log, and a FIFO for stderr); the template forks, and the child becomes the step exactly as a spare
+does (interpreters.BECOME_THE_STEP) in a session and process group of its own. This is what
+multiprocessing's "forkserver" start method does for its workers.
+
+The template is the step's parent: it reports on its stdout when a child started (its pid) and when
+it ended (its wait status), and the host answers poll/wait from those reports (ForkedStep stands in
+for a Popen). Differences a step could notice, documented in the README: the str hash seed is the
+template's (shared by the steps forked from it, as by multiprocessing's forked workers), and
+/proc/<pid>/environ and cmdline show the template's start (its MLPIPE_JOB_ID marker is recorded in
+the step's handle so a later host still recognises the process). Steps whose start-up would differ
+(interpreters.starts_alike) are never forked.
+"""
+
+from __future__ import annotations
+
+import _thread
+import contextlib
+import logging
+import marshal
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from shared.compute import interpreters
+from shared.errors import ComputeError
+
+log = logging.getLogger("mlpipe.compute.local")
+
+# The template's loop. Messages both ways are a 4-byte little-endian length and a marshalled tuple.
+# SIGCHLD is blocked from the fork until "started" is written, so a child's "exited" always comes
+# after its "started"; the reaper runs as a signal handler while the loop waits in os.read (PEP 475
+# retries the read). Every report is one write of less than PIPE_BUF bytes (atomic). At EOF on stdin
+# the template stops taking go-aheads, reports its remaining children as they end, then exits.
+TEMPLATE = interpreters.BECOME_THE_STEP + """\
+def _launch_forks():
+    import marshal, os, _signal
+    everything_but_sigchld = _signal.pthread_sigmask(_signal.SIG_BLOCK, ())
+
+    def report(*message):
+        data = marshal.dumps(message)
+        try:
+            os.write(1, len(data).to_bytes(4, "little") + data)
+        except OSError:
+            pass  # the host is gone: nobody to tell
+
+    def reap(signum=None, frame=None, block=False):
+        while True:
+            try:
+                pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                return
+            if not pid:
+                return
+            report("exited", pid, status)
+
+    def read(size):
+        data = b""
+        while len(data) < size:
+            chunk = os.read(0, size - len(data))
+            if not chunk:
+                return None
+            data += chunk
+        return data
+
+    _signal.signal(_signal.SIGCHLD, reap)
+    while True:
+        header = read(4)
+        body = read(int.from_bytes(header, "little")) if header else None
+        if body is None:
+            break
+        token, argv, environment, cwd, log, stderr_fifo = marshal.loads(body)
+        _signal.pthread_sigmask(_signal.SIG_BLOCK, {_signal.SIGCHLD})
+        try:
+            stderr = os.open(stderr_fifo, os.O_WRONLY)
+            pid = os.fork()
+        except OSError as error:
+            report("failed", token, str(error)[:1000])
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, everything_but_sigchld)
+            continue
+        if pid == 0:
+            _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, everything_but_sigchld)
+            os.setsid()
+            os.dup2(stderr, 2)
+            os.close(stderr)
+            _become_the_step(argv, environment, cwd, log)
+            raise SystemExit
+        os.close(stderr)
+        report("started", token, pid)
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, everything_but_sigchld)
+    _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+    reap(block=True)
+_launch_forks()
+"""
+
+_HEADER = 4
+
+
+class ForkedStep:
+    """A step's process forked by the template: the part of subprocess.Popen the local backend uses
+    (pid, stderr, wait, returncode). `lost` says why the exit status is unknown, if it is."""
+
+    def __init__(self, pid: int, stderr, template_job_id: str) -> None:
+        self.pid = pid
+        self.stderr = stderr
+        self.template_job_id = template_job_id  # what /proc/<pid>/environ shows as MLPIPE_JOB_ID
+        self.returncode: int | None = None
+        self.lost: str | None = None
+        self._ended = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        if not self._ended.wait(timeout):
+            raise subprocess.TimeoutExpired(f"step process {self.pid}", timeout)
+        return self.returncode
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def _end(self, returncode: int | None, lost: str | None = None) -> None:
+        self.returncode, self.lost = returncode, lost
+        self._ended.set()
+
+
+class _Launch:
+    """A go-ahead waiting for the template's answer."""
+
+    def __init__(self, stderr_fd: int) -> None:
+        self.stderr_fd = stderr_fd
+        self.answered = threading.Event()
+        self.step: ForkedStep | None = None
+        self.failure: str | None = None
+
+
+class ForkTemplate:
+    """The template interpreter local steps are forked from; started in the background when asked
+    (`replenish`) and again if it ended."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()  # one go-ahead at a time on the template's stdin
+        self._settled = threading.Condition(self._lock)  # notified when a start in the background ends
+        self._process: subprocess.Popen | None = None
+        self._environment: dict[str, str] = {}
+        self._fifo_folder: Path | None = None
+        self._starting = False
+        self._closing = False
+        self._launches: dict[str, _Launch] = {}
+        self._running: dict[int, ForkedStep] = {}
+
+    def ready_pid(self) -> int | None:
+        """The template's pid, if it is running."""
+        with self._lock:
+            return self._process.pid if self._live() else None
+
+    def fits(self, step_environment: dict[str, str]) -> bool:
+        """Whether a step with this environment may be forked from the template now."""
+        with self._lock:
+            return self._live() and interpreters.starts_alike(step_environment, self._environment)
+
+    def launch(self, argv: list[str], environment: dict[str, str], cwd: Path, log_path: Path) -> ForkedStep:
+        """Fork the step from the template and return its process once it started. Raises
+        ComputeError if the template cannot (it ended, or the fork failed)."""
+        token = uuid.uuid4().hex
+        with self._lock:
+            if not self._live():
+                raise ComputeError("the template interpreter is not running")
+            process, fifo = self._process, self._fifo_folder / token
+        os.mkfifo(fifo, 0o600)
+        try:
+            # Opened for reading first, without waiting for a writer: the template's open then succeeds at once.
+            pending = _Launch(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+            with self._lock:
+                self._launches[token] = pending
+            open(log_path, "ab").close()  # the log exists once the step is under way
+            message = marshal.dumps((token, argv, environment, str(cwd), str(log_path), str(fifo)))
+            try:
+                with self._write_lock:
+                    process.stdin.write(len(message).to_bytes(_HEADER, "little") + message)
+                    process.stdin.flush()
+            except (OSError, ValueError) as error:
+                self._answer(token, failure=f"the template interpreter is gone ({error})")
+            pending.answered.wait()  # it answers, or it ended (then every waiting go-ahead is refused)
+        finally:
+            os.unlink(fifo)
+        if pending.step is None:
+            os.close(pending.stderr_fd)
+            raise ComputeError(f"the template interpreter could not fork the step: {pending.failure}")
+        return pending.step
+
+    def replenish(self, setup: Callable[[], tuple[dict[str, str], Path]]) -> None:
+        """Start the template in the background unless it is running or starting. `setup()` gives
+        its environment (the host's, without secrets) and working folder; nothing it raises reaches
+        the caller (a step is running already): the next steps start interpreters of their own."""
+        with self._lock:
+            if self._live() or self._starting:
+                return
+            self._starting = True
+        _thread.start_new_thread(self._start, (setup,))
+
+    def discard(self, timeout: float = 10.0) -> None:
+        """Let the template go (host stopping, tests): it takes no more go-aheads and exits once the
+        steps forked from it have ended (they are not stopped)."""
+        with self._lock:
+            self._settled.wait_for(lambda: not self._starting, timeout)
+            process, self._closing = self._process, True
+        if process is None:
+            return
+        with contextlib.suppress(OSError):
+            process.stdin.close()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("the template interpreter still waits for its steps; left to end with them")
+
+    # ----- inside ----------------------------------------------------------------------------
+
+    def _live(self) -> bool:
+        return self._process is not None and not self._closing and self._process.poll() is None
+
+    def _start(self, setup: Callable[[], tuple[dict[str, str], Path]]) -> None:
+        try:
+            host_environment, cwd = setup()
+            job_id = uuid.uuid4().hex
+            environment = {name: value for name, value in host_environment.items() if name != "PYTHONPATH"}
+            environment[interpreters.JOB_ID_VARIABLE] = job_id
+            fifo_folder = Path(tempfile.mkdtemp(prefix="mlpipe-stderr-"))
+            process = subprocess.Popen(
+                [sys.executable, "-c", TEMPLATE], cwd=cwd, env=environment,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C at the host's terminal does not reach it
+            )
+        except Exception:  # noqa: BLE001 - no template this time; logged, never raised into a step
+            log.warning("could not start the template interpreter", exc_info=True)
+            with self._lock:
+                self._starting = False
+                self._settled.notify_all()
+            return
+        with self._lock:
+            self._process, self._environment = process, environment
+            self._fifo_folder, self._closing, self._starting = fifo_folder, False, False
+            self._settled.notify_all()
+        _thread.start_new_thread(self._read_reports, (process, fifo_folder, job_id))
+
+    def _read_reports(self, process: subprocess.Popen, fifo_folder: Path, job_id: str) -> None:
+        """Follow the template's reports until it ends."""
+        reports = process.stdout
+        while True:
+            header = reports.read(_HEADER)
+            body = reports.read(int.from_bytes(header, "little")) if len(header) == _HEADER else b""
+            if not body:
+                break
+            kind, *fields = marshal.loads(body)
+            if kind == "started":
+                self._answer(fields[0], pid=fields[1], template_job_id=job_id)
+            elif kind == "failed":
+                self._answer(fields[0], failure=fields[1])
+            elif kind == "exited":
+                with self._lock:
+                    step = self._running.pop(fields[0], None)
+                if step is not None:
+                    step._end(os.waitstatus_to_exitcode(fields[1]))
+        process.wait()
+        shutil.rmtree(fifo_folder, ignore_errors=True)
+        self._template_ended(process)
+
+    def _answer(self, token: str, pid: int | None = None, failure: str | None = None,
+                template_job_id: str = "") -> None:
+        with self._lock:
+            pending = self._launches.pop(token, None)
+            if pending is None:
+                return
+            if pid is not None:
+                os.set_blocking(pending.stderr_fd, True)
+                pending.step = ForkedStep(pid, open(pending.stderr_fd, "rb"), template_job_id)
+                self._running[pid] = pending.step
+            pending.failure = failure
+        pending.answered.set()
+
+    def _template_ended(self, process: subprocess.Popen) -> None:
+        """The template exited: go-aheads waiting are refused; the steps it had not reported ended
+        can no longer be followed (their exit status would go to no one), so they are stopped,
+        unless the host let the template go (then they run on, as a host's own children would)."""
+        with self._lock:
+            launches, self._launches = self._launches, {}
+            running, self._running = self._running, {}
+            closing = self._closing
+            if self._process is process:
+                self._process = None
+        for token in launches:
+            self._answer_refused(launches[token])
+        reason = f"the template interpreter it was forked from ended (exit code {process.returncode})"
+        for pid, step in running.items():
+            if not closing:
+                interpreters.kill_group(pid, signal.SIGKILL)
+            step._end(None, lost=f"the step's exit status is unknown: {reason}")
+        if not closing:
+            log.warning("%s; %d running step(s) stopped", reason, len(running))
+
+    @staticmethod
+    def _answer_refused(pending: _Launch) -> None:
+        pending.failure = "the template interpreter ended"
+        pending.answered.set()
