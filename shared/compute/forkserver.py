@@ -13,7 +13,9 @@ it ended (its wait status), and the host answers poll/wait from those reports (F
 for a Popen). Differences a step could notice, documented in the README: the str hash seed is the
 template's (shared by the steps forked from it, as by multiprocessing's forked workers), and
 /proc/<pid>/environ and cmdline show the template's start (its MLPIPE_JOB_ID marker is recorded in
-the step's handle so a later host still recognises the process). Steps whose start-up would differ
+the step's handle so a later host still recognises the process), and the objects an interpreter
+makes as it starts are in the garbage collector's permanent generation (gc.get_freeze_count() is
+not 0; gc.get_objects() leaves them out). Steps whose start-up would differ
 (interpreters.starts_alike) are never forked.
 """
 
@@ -39,12 +41,26 @@ from shared.errors import ComputeError
 
 log = logging.getLogger("mlpipe.compute.local")
 
+# Before its first fork the template does what every interpreter does before it runs a script (its
+# first compile, ~1 ms: the parser's set-up) and moves what it holds into the garbage collector's
+# permanent generation (gc.freeze(), Python's documented way to fork without copying): a step's
+# exit then does not write to (and so copy) every page the template's objects are on; `gc` itself
+# is taken out of sys.modules again, as a fresh interpreter has not imported it.
+TEMPLATE_PREPARATION = """\
+def _prepare_to_fork():
+    import sys
+    compile(b"", "<template>", "exec", dont_inherit=True)
+    import gc
+    gc.freeze()
+    del sys.modules["gc"]
+"""
+
 # The template's loop. Messages both ways are a 4-byte little-endian length and a marshalled tuple.
 # SIGCHLD is blocked from the fork until "started" is written, so a child's "exited" always comes
 # after its "started"; the reaper runs as a signal handler while the loop waits in os.read (PEP 475
 # retries the read). Every report is one write of less than PIPE_BUF bytes (atomic). At EOF on stdin
 # the template stops taking go-aheads, reports its remaining children as they end, then exits.
-TEMPLATE = interpreters.BECOME_THE_STEP + """\
+TEMPLATE = interpreters.BECOME_THE_STEP + TEMPLATE_PREPARATION + """\
 def _launch_forks():
     import marshal, os, _signal
     everything_but_sigchld = _signal.pthread_sigmask(_signal.SIG_BLOCK, ())
@@ -75,6 +91,7 @@ def _launch_forks():
             data += chunk
         return data
 
+    _prepare_to_fork()
     _signal.signal(_signal.SIGCHLD, reap)
     while True:
         header = read(4)
@@ -120,6 +137,8 @@ class ForkedStep:
         self.returncode: int | None = None
         self.lost: str | None = None
         self._ended = threading.Event()
+        self._lock = threading.Lock()
+        self._when_ended: list[Callable[[], None]] = []
 
     def wait(self, timeout: float | None = None) -> int | None:
         if not self._ended.wait(timeout):
@@ -129,9 +148,21 @@ class ForkedStep:
     def poll(self) -> int | None:
         return self.returncode
 
+    def when_ended(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the process has ended (now, if it has): no thread waits for it."""
+        with self._lock:
+            if not self._ended.is_set():
+                self._when_ended.append(callback)
+                return
+        callback()
+
     def _end(self, returncode: int | None, lost: str | None = None) -> None:
-        self.returncode, self.lost = returncode, lost
-        self._ended.set()
+        with self._lock:
+            self.returncode, self.lost = returncode, lost
+            self._ended.set()
+            callbacks, self._when_ended = self._when_ended, []
+        for callback in callbacks:
+            callback()
 
 
 class _Launch:
@@ -194,7 +225,8 @@ class ForkTemplate:
                 self._answer(token, failure=f"the template interpreter is gone ({error})")
             pending.answered.wait()  # it answers, or it ended (then every waiting go-ahead is refused)
         finally:
-            os.unlink(fifo)
+            with contextlib.suppress(FileNotFoundError):  # removed with its folder if the template ended
+                os.unlink(fifo)
         if pending.step is None:
             os.close(pending.stderr_fd)
             raise ComputeError(f"the template interpreter could not fork the step: {pending.failure}")

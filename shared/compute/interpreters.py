@@ -77,12 +77,15 @@ def _become_the_step(argv, environment, cwd, log):
         raise SystemExit(1) from None
 """
 
-# What an interpreter started for one step runs first: wait for the go-ahead on stdin (a marshalled
-# argv, environment, working folder and log file, the last three None when the process was started
-# with them), then EOF, and become the step. EOF without a go-ahead: exit, having run nothing.
+# What an interpreter started for one step runs first: its first compile (~1 ms, the parser's set-up,
+# which every interpreter does before it runs a script) while it may wait; then wait for the go-ahead
+# on stdin (a marshalled argv, environment, working folder and log file, the last three None when the
+# process was started with them), then EOF, and become the step. EOF without a go-ahead: exit,
+# having run nothing.
 LAUNCHER = BECOME_THE_STEP + """\
 def _launch():
     import marshal, os, sys
+    compile(b"", "<launcher>", "exec", dont_inherit=True)
     go = sys.stdin.buffer.read()
     if not go:
         os._exit(0)

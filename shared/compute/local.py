@@ -116,7 +116,10 @@ class LocalBackend:
         tail: collections.deque = collections.deque(maxlen=STDERR_TAIL_LINES)
         stderr_done, exited = threading.Event(), threading.Event()
         _start_helper(_pump_stderr, process.stderr, log_path, tail, stderr_done)
-        _start_helper(_wait_for_exit, process, exited)
+        if isinstance(process, ForkedStep):
+            process.when_ended(exited.set)  # the template's report of its exit
+        else:
+            _start_helper(_wait_for_exit, process, exited)
         if ahead == "fork":
             _template.replenish(_spare_setup)
         elif ahead == "on":

@@ -32,6 +32,7 @@ print(json.dumps({
     "proc_environ_job_ids": [entry for entry in open("/proc/self/environ", "rb").read().decode().split("\\0")
                              if entry.startswith("MLPIPE_JOB_ID=")],
     "job_id": os.environ["MLPIPE_JOB_ID"],
+    "modules": sorted(sys.modules),
 }))
 print("to stderr", file=sys.stderr)
 """
