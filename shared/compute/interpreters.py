@@ -64,9 +64,10 @@ def _become_the_step(argv, environment, cwd, log):
     sys.argv = argv
     sys.path[0] = os.path.dirname(os.path.realpath(argv[0]))
     main = sys.modules["__main__"].__dict__
-    for name in [name for name in main if name.startswith("_launch") or name == "_become_the_step"]:
+    for name in [name for name in main if not name.startswith("__")]:  # the launcher's own functions
         del main[name]
-    main.update(__file__=argv[0], __cached__=None)
+    loader = sys.modules["_frozen_importlib_external"].SourceFileLoader("__main__", argv[0])  # as Python sets it
+    main.update(__file__=argv[0], __cached__=None, __loader__=loader)
     try:
         with open(argv[0], "rb") as source:
             code = compile(source.read(), argv[0], "exec", dont_inherit=True)

@@ -54,8 +54,13 @@ def pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:  # gone in between; or no /proc here, and kill found it
+        return not Path("/proc/self").exists()
+    except ProcessLookupError:  # reaped in between
+        return False
+    return state != "Z"
 
 
 def test_success_with_inputs_outputs_metrics_and_log(backend, tmp_path):
