@@ -33,6 +33,7 @@ print(json.dumps({
                              if entry.startswith("MLPIPE_JOB_ID=")],
     "job_id": os.environ["MLPIPE_JOB_ID"],
     "modules": sorted(sys.modules),
+    "environment_order": list(os.environ),
     "main": [sorted(globals()), type(__loader__).__name__, __loader__.name, __loader__.path, __spec__],
 }))
 print("to stderr", file=sys.stderr)
