@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,8 @@ def test_many_steps_forked_at_once_each_report_their_own_exit_and_output(backend
         sys.exit(int(sys.argv[1]) % 3)
     """)
     requests = [request_for(script, run_id="fan", step_name=f"s{n}", arguments=[str(n)]) for n in range(24)]
-    handles = [backend.submit(request) for request in requests]
+    with ThreadPoolExecutor(max_workers=8) as pool:  # as a fan-out's activities submit: at once
+        handles = list(pool.map(backend.submit, requests))
     assert all(handle.data.get("template") for handle in handles)
     for n, (request, handle) in enumerate(zip(requests, handles)):
         status = wait_done(backend, handle)
