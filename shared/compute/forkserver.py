@@ -55,15 +55,21 @@ def _prepare_to_fork():
     del sys.modules["gc"]
 """
 
-# The template's loop. Messages both ways are a 4-byte little-endian length and a marshalled tuple.
-# SIGCHLD is blocked from the fork until "started" is written, so a child's "exited" always comes
-# after its "started"; the reaper runs as a signal handler while the loop waits in os.read (PEP 475
-# retries the read). Every report is one write of less than PIPE_BUF bytes (atomic). At EOF on stdin
-# the template stops taking go-aheads, reports its remaining children as they end, then exits.
+# The template's loop. Messages both ways are a 4-byte little-endian length and a marshalled tuple;
+# every report is one write of less than PIPE_BUF bytes (atomic). It waits in select() on its stdin
+# and on the wakeup pipe SIGCHLD writes to (signal.set_wakeup_fd: a child that ends just before the
+# wait begins still wakes it, which a handler alone would miss while the loop blocks in read), and
+# reaps its children there, in the loop: a child's "exited" always comes after its "started".
+# `select` is taken out of sys.modules again, as a fresh interpreter has not imported it. At EOF on
+# stdin the template stops taking go-aheads, reports its remaining children as they end, then exits.
 TEMPLATE = interpreters.BECOME_THE_STEP + TEMPLATE_PREPARATION + """\
 def _launch_forks():
-    import marshal, os, _signal
-    everything_but_sigchld = _signal.pthread_sigmask(_signal.SIG_BLOCK, ())
+    import marshal, os, sys, _signal
+    import select
+    del sys.modules["select"]
+    wakeup, woken = os.pipe()
+    os.set_blocking(wakeup, False)
+    os.set_blocking(woken, False)
 
     def report(*message):
         data = marshal.dumps(message)
@@ -72,7 +78,7 @@ def _launch_forks():
         except OSError:
             pass  # the host is gone: nobody to tell
 
-    def reap(signum=None, frame=None, block=False):
+    def reap(block=False):
         while True:
             try:
                 pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
@@ -92,24 +98,39 @@ def _launch_forks():
         return data
 
     _prepare_to_fork()
-    _signal.signal(_signal.SIGCHLD, reap)
+    _signal.signal(_signal.SIGCHLD, lambda signum, frame: None)  # its wakeup byte is what counts
+    _signal.set_wakeup_fd(woken, warn_on_full_buffer=False)
     while True:
+        ready = select.select([0, wakeup], [], [])[0]
+        if wakeup in ready:
+            try:
+                os.read(wakeup, 4096)
+            except BlockingIOError:
+                pass
+            reap()
+        if 0 not in ready:
+            continue
         header = read(4)
         body = read(int.from_bytes(header, "little")) if header else None
         if body is None:
             break
         token, argv, environment, cwd, log, stderr_fifo = marshal.loads(body)
-        _signal.pthread_sigmask(_signal.SIG_BLOCK, {_signal.SIGCHLD})
         try:
             stderr = os.open(stderr_fifo, os.O_WRONLY)
-            pid = os.fork()
         except OSError as error:
             report("failed", token, str(error)[:1000])
-            _signal.pthread_sigmask(_signal.SIG_SETMASK, everything_but_sigchld)
+            continue
+        try:
+            pid = os.fork()
+        except OSError as error:
+            os.close(stderr)
+            report("failed", token, str(error)[:1000])
             continue
         if pid == 0:
+            _signal.set_wakeup_fd(-1)
             _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
-            _signal.pthread_sigmask(_signal.SIG_SETMASK, everything_but_sigchld)
+            os.close(wakeup)
+            os.close(woken)
             os.setsid()
             os.dup2(stderr, 2)
             os.close(stderr)
@@ -117,7 +138,7 @@ def _launch_forks():
             raise SystemExit
         os.close(stderr)
         report("started", token, pid)
-        _signal.pthread_sigmask(_signal.SIG_SETMASK, everything_but_sigchld)
+    _signal.set_wakeup_fd(-1)
     _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
     reap(block=True)
 _launch_forks()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import shared.compute.local as local_module
+from shared.compute.forkserver import ForkTemplate
 from shared.runs import RunStore
 from tests.compute.test_local_backend import pid_alive, request_for, wait_done, write_script
 from tests.compute.test_spare_interpreter import readied_backend, wait_for_template
@@ -141,3 +142,21 @@ def test_the_template_starts_without_the_hosts_secrets(backend, tmp_path, monkey
     assert "MLPIPE_JOB_ID=" in environ
     for secret in ("token-value-123456", "AccountKey"):
         assert secret not in environ
+
+
+def test_steps_forked_one_after_another_each_have_their_end_seen(tmp_path):
+    """A chain: the next go-ahead waits for the previous step's end, so the template must notice
+    an end that comes while it is not yet waiting (a lost SIGCHLD would hang the chain here)."""
+    template = ForkTemplate()
+    environment = {"PATH": os.environ.get("PATH", ""), "PYTHONUNBUFFERED": "1"}
+    template.replenish(lambda: (environment, tmp_path))
+    wait_until(lambda: template.ready_pid() is not None)
+    script = write_script(tmp_path / "src", "import sys; sys.exit(int(sys.argv[1]) % 2)\n")
+    try:
+        for n in range(300):
+            step = template.launch([str(script), str(n)], {**environment, "MLPIPE_JOB_ID": f"job-{n}"}, tmp_path,
+                                   tmp_path / "log.txt")
+            assert step.wait(timeout=10) == n % 2
+            step.stderr.close()
+    finally:
+        template.discard()
