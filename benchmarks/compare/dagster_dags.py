@@ -11,7 +11,8 @@ set to WARNING (quiet; the default, kept with --default-logging, prints every ev
 With --multiprocess the fan-out is also run with Dagster's multiprocess executor (default
 max_concurrent = CPU count) via execute_job() on a throw-away filesystem instance; every op
 then runs in a fresh Python process that imports Dagster and the job, so it is not cheap.
-A one-op warm-up job runs first so one-time imports and set-up are not in the timings.
+A one-op warm-up job runs first so one-time imports and set-up are not in the timings (with
+--warm-up dags: the chain and the fan-out themselves, on each instance).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 
 import dagster
 from dagster import In, Nothing, job, op
-from noop_step import spawn, spawn_floor, timed
+from noop_step import SETTLE_SECONDS, spawn, spawn_floor, timed
 
 
 @op(ins={"after": In(Nothing)})
@@ -60,7 +61,7 @@ def run_in_process(job_def, instance=None) -> None:
     assert result.success
 
 
-def persistent_timings(chain, fan_out, floor_before: float) -> dict:
+def persistent_timings(chain, fan_out, floor_before: float, warm_up_dags: bool = False) -> dict:
     """The same jobs, in-process executor, on a persistent instance: runs and every event stored in
     SQLite under a throw-away DAGSTER_HOME, as `dagster job execute` does with DAGSTER_HOME set and as
     the UI needs to show them. The durable comparison: mlpipe stores its runs and steps too."""
@@ -68,6 +69,10 @@ def persistent_timings(chain, fan_out, floor_before: float) -> dict:
     with tempfile.TemporaryDirectory(prefix="dagster-home-") as home, \
             DagsterInstance.local_temp(home, overrides={"telemetry": {"enabled": False}}) as instance:
         run_in_process(chain_job(1), instance)  # warm-up: creates the SQLite storage
+        for job_def in (chain, fan_out) if warm_up_dags else ():
+            run_in_process(job_def, instance)
+        if warm_up_dags:
+            time.sleep(SETTLE_SECONDS)
         chain_seconds = timed(lambda job_def: run_in_process(job_def, instance), chain)
         floor_after = spawn_floor(20)
         fan_seconds = timed(lambda job_def: run_in_process(job_def, instance), fan_out)
@@ -97,19 +102,24 @@ def main() -> None:
     parser.add_argument("--fanout", type=int, default=100)
     parser.add_argument("--multiprocess", action="store_true")
     parser.add_argument("--default-logging", action="store_true", help="keep the DEBUG console logger")
+    parser.add_argument("--warm-up", choices=("step", "dags"), default="step")
     args = parser.parse_args()
     if args.default_logging:
         QUIET.clear()
     chain, fan_out = chain_job(args.chain), fan_out_job(args.fanout)
     started = time.perf_counter()
     run_in_process(chain_job(1))
+    for job_def in (chain, fan_out) if args.warm_up == "dags" else ():
+        run_in_process(job_def)
     warm_up_seconds = time.perf_counter() - started
+    if args.warm_up == "dags":
+        time.sleep(SETTLE_SECONDS)
     floor_before = spawn_floor(20)
     chain_seconds = timed(run_in_process, chain)
     floor_after = spawn_floor(20)
     floor = (floor_before + floor_after) / 2  # the machine's load drifts: bracket the chain
     fan_seconds = timed(run_in_process, fan_out)
-    persistent = persistent_timings(chain, fan_out, floor_after)
+    persistent = persistent_timings(chain, fan_out, floor_after, args.warm_up == "dags")
     report = {"tool": f"Dagster {dagster.__version__}", "python": sys.version.split()[0],
               "floor": floor, "floor_before": floor_before, "floor_after": floor_after,
               "chain": chain_seconds, "fanout": fan_seconds, "warm_up": warm_up_seconds,

@@ -8,7 +8,8 @@ starts its ephemeral in-process API (SQLite in a throw-away PREFECT_HOME). Loggi
 log line to the API). Chain: each task called directly after the previous one (sequential, as a chain is).
 Fan-out: root called, then the M workers `.submit()`ted to the default task runner (a thread
 pool, unbounded by default) and the join `.submit()`ted with wait_for on all of them.
-A one-task warm-up flow runs first so the ephemeral API's start-up is not in the timings.
+A one-task warm-up flow runs first so the ephemeral API's start-up is not in the timings (with
+--warm-up dags: the chain and the fan-out flows themselves).
 
 Prefect 3 reports task-run states to its API as events that the server records asynchronously, so
 a flow call can return before the API shows its task runs as Completed. Two times are given per DAG:
@@ -37,7 +38,7 @@ if not DEFAULT_LOGGING:
     os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 
 import prefect  # noqa: E402 - Prefect reads its settings at import
-from noop_step import spawn, spawn_floor  # noqa: E402 - Prefect reads its settings at import
+from noop_step import SETTLE_SECONDS, spawn, spawn_floor  # noqa: E402 - Prefect reads its settings at import
 from prefect import flow, task  # noqa: E402 - Prefect reads its settings at import
 from prefect.client.orchestration import get_client  # noqa: E402 - Prefect reads its settings at import
 from prefect.client.schemas.filters import (  # noqa: E402 - Prefect reads its settings at import
@@ -100,10 +101,16 @@ def main() -> None:
     parser.add_argument("--chain", type=int, default=50)
     parser.add_argument("--fanout", type=int, default=100)
     parser.add_argument("--default-logging", action="store_true", help="keep Prefect's INFO logging")
+    parser.add_argument("--warm-up", choices=("step", "dags"), default="step")
     args = parser.parse_args()
     started = time.perf_counter()
     warm_up()
+    if args.warm_up == "dags":
+        chain(args.chain)
+        fan_out(args.fanout)
     warm_up_seconds = time.perf_counter() - started
+    if args.warm_up == "dags":
+        time.sleep(SETTLE_SECONDS)
     floor_before = spawn_floor(20)
     chain_seconds, chain_recorded = timed_flow(chain, args.chain, args.chain)
     floor_after = spawn_floor(20)
