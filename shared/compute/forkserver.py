@@ -34,6 +34,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.compute import interpreters
@@ -195,6 +196,27 @@ class _Launch:
         self.step: ForkedStep | None = None
         self.failure: str | None = None
 
+    def refuse(self, failure: str) -> None:
+        self.failure = failure
+        self.answered.set()
+
+
+@dataclass
+class _TemplateProcess:
+    """One template interpreter and what it was asked: its go-aheads not yet answered, the steps it
+    forked that have not ended. Each template's reports touch only its own."""
+    process: subprocess.Popen
+    environment: dict[str, str]
+    job_id: str  # its MLPIPE_JOB_ID: what /proc/<pid>/environ of its children shows
+    fifo_folder: Path
+    launches: dict[str, _Launch] = field(default_factory=dict)
+    steps: dict[int, ForkedStep] = field(default_factory=dict)
+    let_go: bool = False  # the host let it go (discard): it takes no go-aheads; its steps run on
+    ended: bool = False
+
+    def live(self) -> bool:
+        return not (self.let_go or self.ended) and self.process.poll() is None
+
 
 class ForkTemplate:
     """The template interpreter local steps are forked from; started in the background when asked
@@ -204,46 +226,51 @@ class ForkTemplate:
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()  # one go-ahead at a time on the template's stdin
         self._settled = threading.Condition(self._lock)  # notified when a start in the background ends
-        self._process: subprocess.Popen | None = None
-        self._environment: dict[str, str] = {}
-        self._fifo_folder: Path | None = None
+        self._template: _TemplateProcess | None = None
         self._starting = False
-        self._closing = False
-        self._launches: dict[str, _Launch] = {}
-        self._running: dict[int, ForkedStep] = {}
 
     def ready_pid(self) -> int | None:
         """The template's pid, if it is running."""
         with self._lock:
-            return self._process.pid if self._live() else None
+            template = self._live_template()
+            return template.process.pid if template else None
 
     def fits(self, step_environment: dict[str, str]) -> bool:
         """Whether a step with this environment may be forked from the template now."""
         with self._lock:
-            return self._live() and interpreters.starts_alike(step_environment, self._environment)
+            template = self._live_template()
+            return template is not None and interpreters.starts_alike(step_environment, template.environment)
 
     def launch(self, argv: list[str], environment: dict[str, str], cwd: Path, log_path: Path) -> ForkedStep:
         """Fork the step from the template and return its process once it started. Raises
         ComputeError if the template cannot (it ended, or the fork failed)."""
         token = uuid.uuid4().hex
         with self._lock:
-            if not self._live():
-                raise ComputeError("the template interpreter is not running")
-            process, fifo = self._process, self._fifo_folder / token
-        os.mkfifo(fifo, 0o600)
+            template = self._live_template()
+        if template is None:
+            raise ComputeError("the template interpreter is not running")
+        fifo = template.fifo_folder / token
         try:
+            os.mkfifo(fifo, 0o600)
             # Opened for reading first, without waiting for a writer: the template's open then succeeds at once.
             pending = _Launch(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        except OSError as error:  # e.g. its folder went with a template that just ended
+            raise ComputeError(f"the template interpreter could not fork the step: {error.strerror}") from error
+        try:
             with self._lock:
-                self._launches[token] = pending
+                if template.ended:  # its go-aheads were refused already
+                    pending.refuse("the template interpreter ended")
+                else:
+                    template.launches[token] = pending
             open(log_path, "ab").close()  # the log exists once the step is under way
             message = marshal.dumps((token, argv, environment, str(cwd), str(log_path), str(fifo)))
             try:
-                with self._write_lock:
-                    process.stdin.write(len(message).to_bytes(_HEADER, "little") + message)
-                    process.stdin.flush()
+                if not pending.answered.is_set():
+                    with self._write_lock:
+                        template.process.stdin.write(len(message).to_bytes(_HEADER, "little") + message)
+                        template.process.stdin.flush()
             except (OSError, ValueError) as error:
-                self._answer(token, failure=f"the template interpreter is gone ({error})")
+                self._answer(template, token, failure=f"the template interpreter is gone ({error})")
             pending.answered.wait()  # it answers, or it ended (then every waiting go-ahead is refused)
         finally:
             with contextlib.suppress(FileNotFoundError):  # removed with its folder if the template ended
@@ -258,7 +285,7 @@ class ForkTemplate:
         its environment (the host's, without secrets) and working folder; nothing it raises reaches
         the caller (a step is running already): the next steps start interpreters of their own."""
         with self._lock:
-            if self._live() or self._starting:
+            if self._live_template() or self._starting:
                 return
             self._starting = True
         _thread.start_new_thread(self._start, (setup,))
@@ -268,20 +295,23 @@ class ForkTemplate:
         steps forked from it have ended (they are not stopped)."""
         with self._lock:
             self._settled.wait_for(lambda: not self._starting, timeout)
-            process, self._closing = self._process, True
-        if process is None:
+            template, self._template = self._template, None
+            if template is not None:
+                template.let_go = True
+        if template is None:
             return
         with contextlib.suppress(OSError):
-            process.stdin.close()
+            template.process.stdin.close()
         try:
-            process.wait(timeout)
+            template.process.wait(timeout)
         except subprocess.TimeoutExpired:
             log.warning("the template interpreter still waits for its steps; left to end with them")
 
     # ----- inside ----------------------------------------------------------------------------
 
-    def _live(self) -> bool:
-        return self._process is not None and not self._closing and self._process.poll() is None
+    def _live_template(self) -> _TemplateProcess | None:
+        template = self._template
+        return template if template is not None and template.live() else None
 
     def _start(self, setup: Callable[[], tuple[dict[str, str], Path]]) -> None:
         try:
@@ -301,15 +331,15 @@ class ForkTemplate:
                 self._starting = False
                 self._settled.notify_all()
             return
+        template = _TemplateProcess(process, environment, job_id, fifo_folder)
         with self._lock:
-            self._process, self._environment = process, environment
-            self._fifo_folder, self._closing, self._starting = fifo_folder, False, False
+            self._template, self._starting = template, False
             self._settled.notify_all()
-        _thread.start_new_thread(self._read_reports, (process, fifo_folder, job_id))
+        _thread.start_new_thread(self._read_reports, (template,))
 
-    def _read_reports(self, process: subprocess.Popen, fifo_folder: Path, job_id: str) -> None:
+    def _read_reports(self, template: _TemplateProcess) -> None:
         """Follow the template's reports until it ends."""
-        reports = process.stdout
+        reports = template.process.stdout
         while True:
             header = reports.read(_HEADER)
             body = reports.read(int.from_bytes(header, "little")) if len(header) == _HEADER else b""
@@ -317,52 +347,49 @@ class ForkTemplate:
                 break
             kind, *fields = marshal.loads(body)
             if kind == "started":
-                self._answer(fields[0], pid=fields[1], template_job_id=job_id)
+                self._answer(template, fields[0], pid=fields[1])
             elif kind == "failed":
-                self._answer(fields[0], failure=fields[1])
+                self._answer(template, fields[0], failure=fields[1])
             elif kind == "exited":
                 with self._lock:
-                    step = self._running.pop(fields[0], None)
+                    step = template.steps.pop(fields[0], None)
                 if step is not None:
                     step._end(os.waitstatus_to_exitcode(fields[1]))
-        process.wait()
-        shutil.rmtree(fifo_folder, ignore_errors=True)
-        self._template_ended(process)
+        template.process.wait()
+        shutil.rmtree(template.fifo_folder, ignore_errors=True)
+        self._template_ended(template)
 
-    def _answer(self, token: str, pid: int | None = None, failure: str | None = None,
-                template_job_id: str = "") -> None:
+    def _answer(self, template: _TemplateProcess, token: str, pid: int | None = None,
+                failure: str | None = None) -> None:
         with self._lock:
-            pending = self._launches.pop(token, None)
+            pending = template.launches.pop(token, None)
             if pending is None:
                 return
             if pid is not None:
                 os.set_blocking(pending.stderr_fd, True)
-                pending.step = ForkedStep(pid, open(pending.stderr_fd, "rb"), template_job_id)
-                self._running[pid] = pending.step
-            pending.failure = failure
-        pending.answered.set()
+                pending.step = ForkedStep(pid, open(pending.stderr_fd, "rb"), template.job_id)
+                template.steps[pid] = pending.step
+        if pid is None:
+            pending.refuse(failure)
+        else:
+            pending.answered.set()
 
-    def _template_ended(self, process: subprocess.Popen) -> None:
+    def _template_ended(self, template: _TemplateProcess) -> None:
         """The template exited: go-aheads waiting are refused; the steps it had not reported ended
         can no longer be followed (their exit status would go to no one), so they are stopped,
         unless the host let the template go (then they run on, as a host's own children would)."""
         with self._lock:
-            launches, self._launches = self._launches, {}
-            running, self._running = self._running, {}
-            closing = self._closing
-            if self._process is process:
-                self._process = None
-        for token in launches:
-            self._answer_refused(launches[token])
-        reason = f"the template interpreter it was forked from ended (exit code {process.returncode})"
-        for pid, step in running.items():
-            if not closing:
+            template.ended = True
+            launches, template.launches = template.launches, {}
+            steps, template.steps = template.steps, {}
+            if self._template is template:
+                self._template = None
+        for pending in launches.values():
+            pending.refuse("the template interpreter ended")
+        reason = f"the template interpreter it was forked from ended (exit code {template.process.returncode})"
+        for pid, step in steps.items():
+            if not template.let_go:
                 interpreters.kill_group(pid, signal.SIGKILL)
             step._end(None, lost=f"the step's exit status is unknown: {reason}")
-        if not closing:
-            log.warning("%s; %d running step(s) stopped", reason, len(running))
-
-    @staticmethod
-    def _answer_refused(pending: _Launch) -> None:
-        pending.failure = "the template interpreter ended"
-        pending.answered.set()
+        if not template.let_go:
+            log.warning("%s; %d running step(s) stopped", reason, len(steps))

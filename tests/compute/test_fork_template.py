@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import shared.compute.local as local_module
+from shared.compute import interpreters
 from shared.compute.forkserver import ForkTemplate
 from shared.runs import RunStore
 from tests.compute.test_local_backend import pid_alive, request_for, wait_done, write_script
@@ -158,5 +159,29 @@ def test_steps_forked_one_after_another_each_have_their_end_seen(tmp_path):
                                    tmp_path / "log.txt")
             assert step.wait(timeout=10) == n % 2
             step.stderr.close()
+    finally:
+        template.discard()
+
+
+def test_a_template_that_ended_touches_only_its_own_steps(tmp_path):
+    """The next template may be running steps by the time the last one's end is handled."""
+    template = ForkTemplate()
+    environment = {"PATH": os.environ.get("PATH", ""), "PYTHONUNBUFFERED": "1"}
+    script = write_script(tmp_path / "src", "import time; time.sleep(300)\n")
+    try:
+        template.replenish(lambda: (environment, tmp_path))
+        wait_until(lambda: template.ready_pid() is not None)
+        first = template._template
+        os.kill(first.process.pid, signal.SIGKILL)
+        wait_until(lambda: template.ready_pid() is None)
+        template.replenish(lambda: (environment, tmp_path))
+        wait_until(lambda: template.ready_pid() is not None)
+        step = template.launch([str(script)], {**environment, "MLPIPE_JOB_ID": "job"}, tmp_path, tmp_path / "log")
+        template._template_ended(first)  # the first one's end handled late, again
+        time.sleep(0.2)
+        assert step.poll() is None and pid_alive(step.pid) and template.ready_pid() is not None
+        interpreters.kill_group(step.pid, signal.SIGKILL)
+        assert step.wait(timeout=10) == -signal.SIGKILL
+        step.stderr.close()
     finally:
         template.discard()
