@@ -20,6 +20,7 @@ BENCHMARKS = {
     "durable_engine": ["durable_engine.py"],
     "fingerprint": ["fingerprint_bench.py"],
     "storage_requests": ["storage_requests.py"],
+    "local_step_start": ["local_step_start.py"],
     "pipeline_overhead": ["pipeline_overhead.py"],
     "run_latency": ["run_latency.py"],
     "scale": ["scale.py"],
