@@ -1,22 +1,23 @@
 """Local steps forked from a template interpreter that stays running (MLPIPE_LOCAL_SPARE_INTERPRETER=fork).
 
-Starting a Python interpreter costs ~10 ms of CPU per step; forking one that has started costs
-~1.5 ms. The host keeps one template: an interpreter started with the host's environment minus its
-secrets (as the spare of interpreters.py), which has imported nothing beyond what every interpreter
-imports as it starts. For each step the host sends it a go-ahead (argv, environment, working folder,
-log, and a FIFO for stderr); the template forks, and the child becomes the step exactly as a spare
-does (interpreters.BECOME_THE_STEP) in a session and process group of its own. This is what
+Starting a Python interpreter costs ~10 ms of CPU per step; a no-op step forked from one that has
+started costs ~5 ms in all, its own exit included (benchmarks/local_step_start.py). The host keeps
+one template: an interpreter started with the host's environment minus its secrets (as the spare of
+interpreters.py), which has imported nothing beyond what every interpreter imports as it starts. For
+each step the host sends it a go-ahead (argv, environment, working folder, log, and a FIFO for
+stderr); the template forks, and the child becomes the step exactly as a spare does
+(interpreters.BECOME_THE_STEP) in a session and process group of its own. This is what
 multiprocessing's "forkserver" start method does for its workers.
 
 The template is the step's parent: it reports on its stdout when a child started (its pid) and when
 it ended (its wait status), and the host answers poll/wait from those reports (ForkedStep stands in
 for a Popen). Differences a step could notice, documented in the README: the str hash seed is the
-template's (shared by the steps forked from it, as by multiprocessing's forked workers), and
+template's (shared by the steps forked from it, as by multiprocessing's forked workers);
 /proc/<pid>/environ and cmdline show the template's start (its MLPIPE_JOB_ID marker is recorded in
-the step's handle so a later host still recognises the process), and the objects an interpreter
-makes as it starts are in the garbage collector's permanent generation (gc.get_freeze_count() is
-not 0; gc.get_objects() leaves them out). Steps whose start-up would differ
-(interpreters.starts_alike) are never forked.
+the step's handle so a later host still recognises the process); the objects an interpreter makes
+as it starts are in the garbage collector's permanent generation (gc.get_freeze_count() is not 0;
+gc.get_objects() leaves them out). Steps whose start-up would differ (interpreters.starts_alike)
+are never forked.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
-"""The fresh Python interpreters local steps run in, started before their step's go-ahead.
+"""The fresh Python interpreters local steps run in, started before their step's go-ahead, and how
+any readied interpreter becomes the step (BECOME_THE_STEP, also what a step forked from the
+template of forkserver.py runs: the default, MLPIPE_LOCAL_SPARE_INTERPRETER=fork).
 
-Every local step runs in a new `python` process of its own, as `python script.py args` would run
+With MLPIPE_LOCAL_SPARE_INTERPRETER=on or off, or for a step that cannot be forked, a local step runs
+in a new `python` process of its own, as `python script.py args` would run
 it. Starting an interpreter takes ~10 ms of CPU, so it is started before it is needed and waits
 on its stdin for the go-ahead (LAUNCHER): the step's own one while its claim and input downloads
 happen, or a spare one started while the previous step ran. A spare is started with the host's
@@ -8,7 +11,7 @@ environment, minus its secrets; the go-ahead then gives it the step's environmen
 and log, so the step sees what it would have seen in an interpreter started for it. A step whose
 environment changes how an interpreter starts (PYTHON* other than PYTHONPATH, LANG, LC_*, or a
 sitecustomize/usercustomize on its PYTHONPATH) never gets a spare. One spare is kept per host
-process (MLPIPE_LOCAL_SPARE_INTERPRETER=off: none); it exits by itself when the host ends (EOF).
+process with `on` (none with `off`); it exits by itself when the host ends (EOF).
 """
 
 from __future__ import annotations
