@@ -293,20 +293,24 @@ class ForkTemplate:
 
     def discard(self, timeout: float = 10.0) -> None:
         """Let the template go (host stopping, tests): it takes no more go-aheads and exits once the
-        steps forked from it have ended (they are not stopped)."""
+        steps forked from it have ended (they are not stopped, nor waited for here)."""
         with self._lock:
             self._settled.wait_for(lambda: not self._starting, timeout)
             template, self._template = self._template, None
             if template is not None:
                 template.let_go = True
+                running = len(template.steps)
         if template is None:
             return
         with contextlib.suppress(OSError):
             template.process.stdin.close()
+        if running:
+            log.info("the template interpreter exits once its %d running step(s) have ended", running)
+            return
         try:
             template.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            log.warning("the template interpreter still waits for its steps; left to end with them")
+            log.warning("the template interpreter did not exit within %gs of being let go", timeout)
 
     # ----- inside ----------------------------------------------------------------------------
 
