@@ -12,12 +12,12 @@ multiprocessing's "forkserver" start method does for its workers.
 The template is the step's parent: it reports on its stdout when a child started (its pid) and when
 it ended (its wait status), and the host answers poll/wait from those reports (ForkedStep stands in
 for a Popen). Differences a step could notice, documented in the README: the str hash seed is the
-template's (shared by the steps forked from it, as by multiprocessing's forked workers);
-/proc/<pid>/environ and cmdline show the template's start (its MLPIPE_JOB_ID marker is recorded in
-the step's handle so a later host still recognises the process); the objects an interpreter makes
-as it starts are in the garbage collector's permanent generation (gc.get_freeze_count() is not 0;
-gc.get_objects() leaves them out). Steps whose start-up would differ (interpreters.starts_alike)
-are never forked.
+template's (shared by the steps forked from it, as by multiprocessing's forked workers); its parent
+process is the template; /proc/<pid>/environ and cmdline show the template's start (its
+MLPIPE_JOB_ID marker is recorded in the step's handle so a later host still recognises the process);
+the objects an interpreter makes as it starts are in the garbage collector's permanent generation
+(gc.get_freeze_count() is not 0; gc.get_objects() leaves them out). Steps whose start-up would
+differ (interpreters.starts_alike) are never forked.
 """
 
 from __future__ import annotations

@@ -65,6 +65,7 @@ def _become_the_step(argv, environment, cwd, log):
         entries = [os.path.abspath(p) for p in python_path.split(os.pathsep)] if python_path else []
         sys.path[1:] = list(dict.fromkeys(entries + sys.path[1:]))  # ahead of site-packages, once each, as site does
     sys.argv = argv
+    sys.orig_argv = [sys.orig_argv[0], *argv]  # as `python script.py args` leaves it
     sys.path[0] = os.path.dirname(os.path.realpath(argv[0]))
     main = sys.modules["__main__"].__dict__
     for name in [name for name in main if not name.startswith("__")]:  # the launcher's own functions

@@ -25,7 +25,7 @@ from tests.compute.test_local_backend import child_pids, pid_alive, request_for,
 INSPECT = """\
 import json, os, sys
 print(json.dumps({
-    "cwd": os.getcwd(), "argv": sys.argv, "file": __file__, "name": __name__,
+    "cwd": os.getcwd(), "argv": sys.argv, "orig_argv": sys.orig_argv, "file": __file__, "name": __name__,
     "path": sys.path, "stdin": sys.stdin.read(),
     "environment": {k: v for k, v in os.environ.items() if k not in ("MLPIPE_JOB_ID", "MLPIPE_RUN_ID")},
     "flags": list(sys.flags), "stdout": [sys.stdout.encoding, sys.stdout.line_buffering, sys.stdout.isatty()],
@@ -143,6 +143,7 @@ def test_a_step_cannot_tell_an_interpreter_readied_ahead_from_one_started_for_it
     assert readied["path"][:4] == [str(script.parent), str(script.parent), sys.prefix, str(tmp_path / "extra")]
     assert str(tmp_path / "from-host") not in readied["path"]
     assert readied["argv"][1:] == ["--x", "é"] and readied["name"] == "__main__" and readied["stdin"] == ""
+    assert readied["orig_argv"] == [sys.executable, str(script), "--x", "é"]  # as `python script.py` has it
 
 
 @pytest.mark.parametrize("ahead", ["on", "fork"])
