@@ -321,9 +321,7 @@ class ForkTemplate:
     def _start(self, setup: Callable[[], tuple[dict[str, str], Path]]) -> None:
         try:
             host_environment, cwd = setup()
-            job_id = uuid.uuid4().hex
-            environment = {name: value for name, value in host_environment.items() if name != "PYTHONPATH"}
-            environment[interpreters.JOB_ID_VARIABLE] = job_id
+            environment, job_id = interpreters.environment_started_ahead(host_environment)
             fifo_folder = Path(tempfile.mkdtemp(prefix="mlpipe-stderr-"))
             process = subprocess.Popen(
                 [sys.executable, "-c", TEMPLATE], cwd=cwd, env=environment,

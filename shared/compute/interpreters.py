@@ -155,6 +155,16 @@ def abort(interpreter: Interpreter) -> None:
         process.stderr.close()
 
 
+def environment_started_ahead(host_environment: dict[str, str]) -> tuple[dict[str, str], str]:
+    """The environment an interpreter started ahead of its step gets (a spare, or the template):
+    the host's without PYTHONPATH (the step's goes in at its go-ahead), with a job id of its own
+    for /proc; and that job id."""
+    job_id = uuid.uuid4().hex
+    environment = {name: value for name, value in host_environment.items() if name != "PYTHONPATH"}
+    environment[JOB_ID_VARIABLE] = job_id
+    return environment, job_id
+
+
 def kill_group(pgid: int, sig: int) -> None:
     """Signal process group `pgid` (an interpreter's: it leads its own); nothing if it is gone or not ours."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -238,9 +248,7 @@ class SpareInterpreter:
         spare = None
         try:
             host_environment, cwd = setup()
-            job_id = uuid.uuid4().hex
-            environment = {name: value for name, value in host_environment.items() if name != "PYTHONPATH"}
-            environment[JOB_ID_VARIABLE] = job_id
+            environment, job_id = environment_started_ahead(host_environment)
             process = _spawn(environment, cwd, subprocess.DEVNULL)
             spare = (Interpreter(process, job_id, started_for_step=False), environment)
         except Exception:  # noqa: BLE001 - no spare this time; logged, never raised into a step

@@ -116,18 +116,18 @@ class LocalBackend:
         tail: collections.deque = collections.deque(maxlen=STDERR_TAIL_LINES)
         stderr_done, exited = threading.Event(), threading.Event()
         _start_helper(_pump_stderr, process.stderr, log_path, tail, stderr_done)
+        data = {"pid": process.pid, "pgid": process.pid, "boot": _BOOT_ID, "workDir": str(work_dir),
+                "runId": request.run_id, "step": request.step_name}
         if isinstance(process, ForkedStep):
             process.when_ended(exited.set)  # the template's report of its exit
+            # /proc shows the template's marker for it, and when it started
+            data.update(template=process.template_job_id, started=_start_time(process.pid))
         else:
             _start_helper(_wait_for_exit, process, exited)
         if ahead == "fork":
             _template.replenish(_spare_setup)
         elif ahead == "on":
             _spare.replenish(_spare_setup)
-        data = {"pid": process.pid, "pgid": process.pid, "boot": _BOOT_ID, "workDir": str(work_dir),
-                "runId": request.run_id, "step": request.step_name}
-        if isinstance(process, ForkedStep):  # /proc shows the template's marker for it, and when it started
-            data.update(template=process.template_job_id, started=_start_time(process.pid))
         handle = JobHandle(backend=BACKEND_NAME, id=handle_id, data=data)
         deadline = time.monotonic() + request.timeout_seconds if request.timeout_seconds else None
         job = _LocalJob(handle, request, process, work_dir, output_dirs, tail, stderr_done, exited, deadline)
