@@ -319,6 +319,7 @@ class ForkTemplate:
         return template if template is not None and template.live() else None
 
     def _start(self, setup: Callable[[], tuple[dict[str, str], Path]]) -> None:
+        fifo_folder = None
         try:
             host_environment, cwd = setup()
             environment, job_id = interpreters.environment_started_ahead(host_environment)
@@ -329,6 +330,8 @@ class ForkTemplate:
                 start_new_session=True,  # Ctrl-C at the host's terminal does not reach it
             )
         except Exception:  # noqa: BLE001 - no template this time; logged, never raised into a step
+            if fifo_folder is not None:
+                shutil.rmtree(fifo_folder, ignore_errors=True)
             log.warning("could not start the template interpreter", exc_info=True)
             with self._lock:
                 self._starting = False

@@ -187,3 +187,12 @@ def test_a_template_that_ended_touches_only_its_own_steps(tmp_path):
         step.stderr.close()
     finally:
         template.discard()
+
+
+def test_a_template_that_cannot_start_is_logged_and_leaves_no_folder(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    template = ForkTemplate()
+    template.replenish(lambda: ({"PATH": ""}, tmp_path / "no-such-folder"))  # its working folder is missing
+    wait_until(lambda: "could not start the template interpreter" in caplog.text)
+    assert template.ready_pid() is None and list((tmp_path / "tmp").iterdir()) == []
