@@ -1,7 +1,7 @@
 """Local steps forked from a template interpreter that stays running (MLPIPE_LOCAL_SPARE_INTERPRETER=fork).
 
 Starting a Python interpreter costs ~10 ms of CPU per step; a no-op step forked from one that has
-started costs ~5 ms in all, its own exit included (benchmarks/local_step_start.py). The host keeps
+started costs ~3 ms in all, its own exit included (benchmarks/local_step_start.py; STEP_ENDING). The host keeps
 one template: an interpreter started with the host's environment minus its secrets (as the spare of
 interpreters.py), which has imported nothing beyond what every interpreter imports as it starts. For
 each step the host sends it a go-ahead (argv, environment, working folder, log, and a FIFO for
@@ -16,8 +16,9 @@ template's (shared by the steps forked from it, as by multiprocessing's forked w
 process is the template; /proc/<pid>/environ and cmdline show the template's start (its
 MLPIPE_JOB_ID marker is recorded in the step's handle so a later host still recognises the process);
 the objects an interpreter makes as it starts are in the garbage collector's permanent generation
-(gc.get_freeze_count() is not 0; gc.get_objects() leaves them out). Steps whose start-up would
-differ (interpreters.starts_alike) are never forked.
+(gc.get_freeze_count() is not 0; gc.get_objects() leaves them out); an object only the start-up
+modules hold is not finalized at the step's end (STEP_ENDING). Steps whose start-up would differ
+(interpreters.starts_alike) are never forked.
 """
 
 from __future__ import annotations
@@ -52,9 +53,128 @@ TEMPLATE_PREPARATION = """\
 def _prepare_to_fork():
     import sys
     compile(b"", "<template>", "exec", dont_inherit=True)
+    libc_exit = _find_libc_exit()
     import gc
     gc.freeze()
     del sys.modules["gc"]
+    return libc_exit
+"""
+
+# How a forked step ends. `python script.py` ends by finalizing the interpreter (Py_FinalizeEx),
+# then calls C's exit(). Finalization ends by freeing every object the interpreter holds, the
+# template's too, which writes to, and so copies, every page the step shares with the template:
+# ~3 ms of a no-op step's ~5 (benchmarks/local_step_start.py). So a forked step does, in Python's
+# order, what a script can see of finalization: its exit status as Python reckons it (SystemExit's
+# code; any other code printed to stderr, status 1), non-daemon threads joined, atexit callbacks,
+# sys.stdout and sys.stderr flushed (status 120 if stdout cannot be) and put back to the originals,
+# and what the script brought (__main__ and the modules it imported) torn down as finalization
+# tears it down: taken out of sys.modules, garbage collected, the globals of those still alive set
+# to None (names with one leading underscore first), newest first, collected again; the streams
+# flushed again. So finalizers run and files left open are flushed. Then C's exit() (found through
+# ctypes by the template before its first fork, called with the GIL held as at Python's own exit)
+# runs C atexit handlers and flushes C stdio. Left out: tearing down the template's start-up
+# modules and freeing memory. Where a thread is still running by then (a daemon thread: Python
+# stops those before its teardown, which Python code cannot), or ctypes is missing, the step ends
+# as Python ends, after what was done already.
+STEP_ENDING = """\
+def _find_libc_exit():
+    import sys
+    imported_before, finders_before = set(sys.modules), set(sys.path_importer_cache)
+    try:
+        import ctypes
+        libc_exit = ctypes.PyDLL(None).exit
+        libc_exit.argtypes = (ctypes.c_int,)
+        libc_exit.restype = None
+    except Exception:
+        libc_exit = None
+    for name in set(sys.modules) - imported_before:
+        del sys.modules[name]
+    for path in set(sys.path_importer_cache) - finders_before:
+        del sys.path_importer_cache[path]
+    return libc_exit
+
+def _end_the_step(become_the_step, template_modules, libc_exit):
+    import sys, _thread
+
+    def exit_status(code):
+        if code is None:
+            return 0
+        if isinstance(code, int):
+            return code & 0xFF if -2**63 <= code < 2**63 else 255
+        if sys.stderr is not None:
+            try:
+                print(code, file=sys.stderr)
+            except Exception:
+                pass
+        return 1
+
+    def flush_std_files():
+        status = 0
+        for name in ("stdout", "stderr"):
+            stream = getattr(sys, name, None)
+            if stream is None or getattr(stream, "closed", False):
+                continue
+            try:
+                stream.flush()
+            except Exception as error:
+                status = 120
+                if name == "stdout" and sys.stderr is not None:
+                    try:
+                        sys.stderr.write(f"Exception ignored in: {stream!r}\\n")
+                        error.__traceback__ = error.__traceback__.tb_next  # from the flush on
+                        sys.excepthook(type(error), error, error.__traceback__)
+                    except Exception:
+                        pass
+        return status
+
+    def clear_globals(namespace):
+        names = [name for name in namespace if isinstance(name, str)]
+        for name in names:
+            if name.startswith("_") and not name.startswith("__"):
+                namespace[name] = None
+        for name in names:
+            if name != "__builtins__":
+                namespace[name] = None
+
+    # The script runs in a __main__ of its own, alike but for the template's functions, whose frames
+    # (still running here) would otherwise keep the script's globals from being collected below.
+    main = type(sys)("__main__")
+    vars(main).update((name, value) for name, value in vars(sys.modules["__main__"]).items() if name.startswith("__"))
+    sys.modules["__main__"] = main
+    del main
+    try:
+        become_the_step()
+        status = 0
+    except SystemExit as ending:
+        status = exit_status(ending.code)
+    if "threading" in sys.modules:
+        sys.modules["threading"]._shutdown()
+    import atexit
+    atexit._run_exitfuncs()
+    status = flush_std_files() or status
+    if libc_exit is None or _thread._count():
+        raise SystemExit(status)
+    for name in ("stdin", "stdout", "stderr"):
+        setattr(sys, name, getattr(sys, "__" + name + "__", None))
+    import _weakref, gc
+    collect = gc.collect  # gc itself may be torn down below
+    if gc.isenabled():  # as Python does before its teardown
+        collect()
+    brought = [name for name in sys.modules if name == "__main__" or name not in template_modules]
+    alive = []
+    for name in brought:
+        try:
+            alive.append(_weakref.ref(sys.modules.pop(name)))
+        except TypeError:
+            pass
+    collect()
+    for module in reversed(alive):
+        module = module()
+        if module is not None:
+            clear_globals(vars(module))
+        module = None
+    collect()
+    libc_exit(flush_std_files() or status)
 """
 
 # The template's loop. Messages both ways are a 4-byte little-endian length and a marshalled tuple;
@@ -64,7 +184,7 @@ def _prepare_to_fork():
 # reaps its children there, in the loop: a child's "exited" always comes after its "started".
 # `select` is taken out of sys.modules again, as a fresh interpreter has not imported it. At EOF on
 # stdin the template stops taking go-aheads, reports its remaining children as they end, then exits.
-TEMPLATE = interpreters.BECOME_THE_STEP + TEMPLATE_PREPARATION + """\
+TEMPLATE = interpreters.BECOME_THE_STEP + STEP_ENDING + TEMPLATE_PREPARATION + """\
 def _launch_forks():
     import marshal, os, sys, _signal
     import select
@@ -99,7 +219,8 @@ def _launch_forks():
             data += chunk
         return data
 
-    _prepare_to_fork()
+    libc_exit = _prepare_to_fork()
+    template_modules = frozenset(sys.modules)
     _signal.signal(_signal.SIGCHLD, lambda signum, frame: None)  # its wakeup byte is what counts
     _signal.set_wakeup_fd(woken, warn_on_full_buffer=False)
     while True:
@@ -136,8 +257,7 @@ def _launch_forks():
             os.setsid()
             os.dup2(stderr, 2)
             os.close(stderr)
-            _become_the_step(argv, environment, cwd, log)
-            raise SystemExit
+            _end_the_step(lambda: _become_the_step(argv, environment, cwd, log), template_modules, libc_exit)
         os.close(stderr)
         report("started", token, pid)
     _signal.set_wakeup_fd(-1)
