@@ -25,7 +25,7 @@ from shared.registry import PipelineRegistry
 from shared.runs import StoredRecord, utc_now
 from shared.settings import get_settings
 from shared.spec import PIPELINE_NAME_PATTERN
-from shared.storage import ensure_container, modify_json_record, parallel_map, translate_storage_errors
+from shared.storage import blob_metadata, ensure_container, modify_json_record, parallel_map, translate_storage_errors
 
 EndpointStatus = Literal["Active", "Disabled"]
 ENDPOINT_NAME_PATTERN = PIPELINE_NAME_PATTERN
@@ -136,10 +136,9 @@ class EndpointRegistry:
         container = self._container()
         with translate_storage_errors("endpoint list"):
             names = []
-            for blob in container.list_blobs(name_starts_with="endpoints/", include=["metadata"]):
-                meta = {k.lower(): v for k, v in (blob.metadata or {}).items()}
+            for name, meta in blob_metadata(container, "endpoints/"):
                 if status == "All" or meta.get("status", status) == status:
-                    names.append(blob.name[len("endpoints/"):-len(".json")])
+                    names.append(name[len("endpoints/"):-len(".json")])
             records = parallel_map(self._get_or_none, names)
         return sorted((r for r in records if r is not None and (status == "All" or r.Status == status)),
                       key=lambda r: r.Name)

@@ -34,6 +34,7 @@ from shared.settings import get_settings
 from shared.storage import (
     BLOB_CONCURRENCY,
     BLOCK_SIZE,
+    blob_metadata,
     ensure_container,
     modify_json_record,
     parallel_map,
@@ -128,13 +129,12 @@ class PipelineRegistry:
         container = self._container()
         with translate_storage_errors("pipeline list"):
             names = []
-            for blob in container.list_blobs(name_starts_with="pipelines/", include=["metadata"]):
-                meta = {k.lower(): v for k, v in (blob.metadata or {}).items()}
+            for name, meta in blob_metadata(container, "pipelines/"):
                 if status != "All" and meta.get("status", status) != status:
                     continue
                 if not include_private and meta.get("private") == "true":
                     continue
-                names.append(blob.name[len("pipelines/"):-len(".json")])
+                names.append(name[len("pipelines/"):-len(".json")])
             records = parallel_map(self._get_or_none, names)
         records = [r for r in records if r is not None
                    and (status == "All" or r.Status == status) and (include_private or not r.Private)]

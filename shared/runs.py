@@ -41,7 +41,14 @@ from shared.api_models import RunFields, StepFields
 from shared.errors import Conflict, InvalidRequest, NotFound
 from shared.settings import get_settings
 from shared.statuses import RunStatus, StepStatus
-from shared.storage import BLOB_CONCURRENCY, BLOCK_SIZE, ensure_container, parallel_map, translate_storage_errors
+from shared.storage import (
+    BLOB_CONCURRENCY,
+    BLOCK_SIZE,
+    blob_metadata,
+    ensure_container,
+    parallel_map,
+    translate_storage_errors,
+)
 from shared.write_behind import WriteBehind
 
 # The spellings live in shared/statuses.py; records validate against them as Literal strings.
@@ -277,21 +284,20 @@ class RunStore:
         prefix = f"{_run_prefix(run_id)}/steps/"
         container = self._container()
         with translate_storage_errors(f"steps of run '{run_id}'"):
-            listed = [b for b in container.walk_blobs(name_starts_with=prefix, delimiter="/", include=["metadata"])
-                      if b.name.endswith(".json") and not b.name.endswith("/")]
+            listed = [(name, metadata) for name, metadata in blob_metadata(container, prefix, delimiter="/")
+                      if name.endswith(".json")]
 
-        def inline_record(blob) -> str | None:
-            return {k.lower(): v for k, v in (blob.metadata or {}).items()}.get(_RECORD_METADATA)
-
-        def download(blob) -> StepRecord | None:
+        def download(name: str) -> StepRecord | None:
             try:
-                return StepRecord.model_validate_json(container.download_blob(blob.name).readall())
+                return StepRecord.model_validate_json(container.download_blob(name).readall())
             except ResourceNotFoundError:
                 return None
 
-        records = [StepRecord.model_validate_json(inline_record(b)) for b in listed if inline_record(b)]
+        records = [StepRecord.model_validate_json(metadata[_RECORD_METADATA]) for _, metadata in listed
+                   if metadata.get(_RECORD_METADATA)]
         with translate_storage_errors(f"steps of run '{run_id}'"):
-            downloaded = parallel_map(download, [b for b in listed if not inline_record(b)])
+            too_large = [name for name, metadata in listed if not metadata.get(_RECORD_METADATA)]
+            downloaded = parallel_map(download, too_large)
         return records + [record for record in downloaded if record is not None]
 
     def get_run(self, run_id: str, with_steps: bool = True) -> RunRecord:
@@ -380,11 +386,11 @@ class RunStore:
                     and (tags is None or tags_match(tags, tag)))
 
         def candidates():
-            for blob in self._container().list_blobs(name_starts_with="runindex/", include=["metadata"]):
-                meta = {k.lower(): unquote(v) for k, v in (blob.metadata or {}).items()}
+            for name, metadata in blob_metadata(self._container(), "runindex/"):
+                meta = {key: unquote(value) for key, value in metadata.items()}
                 if matches(meta.get("experiment"), meta.get("status"), meta.get("pipelineid") or None,
                            meta.get("endpoint") or None, _indexed_tags(meta)):
-                    yield blob.name.split("_", 1)[1]
+                    yield name.split("_", 1)[1]
 
         def read(run_id: str) -> RunRecord | None:
             try:

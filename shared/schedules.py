@@ -38,7 +38,7 @@ from shared.registry import PipelineRegistry
 from shared.runs import StoredRecord, to_utc_iso, utc_now
 from shared.settings import get_settings
 from shared.spec import PIPELINE_NAME_PATTERN
-from shared.storage import ensure_container, modify_json_record, parallel_map, translate_storage_errors
+from shared.storage import blob_metadata, ensure_container, modify_json_record, parallel_map, translate_storage_errors
 
 ScheduleStatus = Literal["Active", "Disabled"]
 _NAME = re.compile(PIPELINE_NAME_PATTERN)
@@ -261,11 +261,10 @@ class ScheduleStore:
         container = self._container()
         with translate_storage_errors("schedule list"):
             names = []
-            for blob in container.list_blobs(name_starts_with="schedules/", include=["metadata"]):
-                meta = {k.lower(): v for k, v in (blob.metadata or {}).items()}
+            for name, meta in blob_metadata(container, "schedules/"):
                 if (status == "All" or meta.get("status", status) == status) and \
                         (kind is None or meta.get("kind", kind) == kind):
-                    names.append(blob.name[len("schedules/"):-len(".json")])
+                    names.append(name[len("schedules/"):-len(".json")])
             records = parallel_map(self._get_or_none, names)
         return sorted((r for r in records if r is not None and (status == "All" or r.Status == status)),
                       key=lambda r: r.Name)

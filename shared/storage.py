@@ -8,11 +8,14 @@ Nothing here ever formats a connection string, key or SAS into a message.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import threading
+import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
+from urllib.parse import unquote
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -121,6 +124,69 @@ def ensure_container(name: str, connection: str | None = None) -> ContainerClien
 def forget_containers() -> None:
     """Forget which containers exist (after something deleted one, e.g. in tests)."""
     _containers_ready.clear()
+
+
+class _ListingPage(Exception):
+    """Carries a List Blobs page out of the SDK's pipeline before the SDK deserializes it."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__("a List Blobs page")
+        self.body = body
+
+
+def _take_listing_page(response) -> None:
+    """raw_response_hook: a page that came back (200) leaves as _ListingPage; any other answer goes
+    on to the SDK (its retries and errors)."""
+    if response.http_response.status_code == 200:
+        raise _ListingPage(response.http_response.body())
+
+
+def _parse_listing_page(body: bytes) -> tuple[list[tuple[str, dict[str, str]]], str | None]:
+    """([(blob name, metadata with lower-case keys)], next marker) of a List Blobs response body
+    (BlobPrefix entries, i.e. sub-folders, are left out)."""
+    root = ElementTree.fromstring(body)
+    entries = []
+    for blob in root.iterfind("Blobs/Blob"):
+        name_element = blob.find("Name")
+        name = name_element.text or ""
+        if name_element.get("Encoded") == "true":
+            name = unquote(name)
+        metadata = blob.find("Metadata")
+        entries.append((name, {} if metadata is None else {item.tag.lower(): item.text or "" for item in metadata}))
+    return entries, root.findtext("NextMarker") or None
+
+
+def blob_metadata(container: ContainerClient, prefix: str, delimiter: str | None = None,
+                  page_size: int | None = None) -> Iterator[tuple[str, dict[str, str]]]:
+    """(name, metadata with lower-case keys) of each blob under `prefix` (with `delimiter`, not in
+    its sub-folders), page by page as they are read (pages of `page_size`; the service's default 5,000).
+
+    The SDK's generic XML deserializer costs ~0.15 ms of CPU per listed blob (half of reading a run of
+    50 steps); the List Blobs response, a documented REST format, is parsed here with ElementTree
+    instead, taken from the SDK's response hook before it deserializes the page. The request, its
+    signing, retries and errors stay the SDK's. Should the hook not be called, the SDK's own listing
+    is used.
+    """
+    marker = None
+    while True:
+        options = {"name_starts_with": prefix, "include": ["metadata"], "results_per_page": page_size,
+                   "raw_response_hook": _take_listing_page}
+        listing = container.walk_blobs(delimiter=delimiter, **options) if delimiter else container.list_blobs(**options)
+        pages = listing.by_page(continuation_token=marker)
+        try:
+            page = next(pages, None)
+        except _ListingPage as taken:
+            entries, marker = _parse_listing_page(taken.body)
+            yield from entries
+            if marker is None:
+                return
+            continue
+        # The hook was not called (an SDK that no longer calls it): this page and the rest as the SDK reads them.
+        for page in itertools.chain([] if page is None else [page], pages):
+            for blob in page:
+                if not delimiter or not blob.name.endswith(delimiter):  # not a sub-folder
+                    yield blob.name, {key.lower(): value for key, value in (blob.metadata or {}).items()}
+        return
 
 
 @contextlib.contextmanager

@@ -76,3 +76,50 @@ def test_parallel_map_keeps_order_and_runs_inline_for_one_item():
     import threading
 
     assert parallel_map(lambda _: threading.current_thread().name, [0]) == [threading.current_thread().name]
+
+
+@pytest.mark.parametrize("page_size", [None, 2])
+def test_blob_metadata_lists_names_and_metadata_as_the_sdk_does(storage_env, page_size):
+    from shared.storage import blob_metadata
+
+    container = ensure_container(get_settings().system_container)
+    names = ["list/a.json", "list/b & <c>.json", "list/é ü.json", "list/d.json", "list/sub/inner.json", "other/x"]
+    for index, name in enumerate(names):
+        container.upload_blob(name, b"{}", metadata={"Record": f'{{"n": {index}, "text": "<&>"}}', "kind": "k"})
+    container.upload_blob("list/plain.json", b"{}")  # no metadata
+    expected = {blob.name: {key.lower(): value for key, value in blob.metadata.items()}
+                for blob in container.list_blobs(name_starts_with="list/", include=["metadata"])}
+
+    assert dict(blob_metadata(container, "list/", page_size=page_size)) == expected
+    assert expected["list/b & <c>.json"] == {"record": '{"n": 1, "text": "<&>"}', "kind": "k"}
+    assert expected["list/plain.json"] == {}
+    folder = dict(blob_metadata(container, "list/", delimiter="/", page_size=page_size))
+    assert folder == {name: value for name, value in expected.items() if name != "list/sub/inner.json"}
+
+
+def test_blob_metadata_reads_through_the_sdk_when_its_hook_is_not_called(storage_env):
+    """An SDK that stopped calling raw_response_hook still lists, every page."""
+    from shared.storage import blob_metadata
+
+    container = ensure_container(get_settings().system_container)
+    for index in range(5):
+        container.upload_blob(f"hookless/{index}.json", b"{}", metadata={"n": str(index)})
+
+    class HooklessContainer:
+        def list_blobs(self, raw_response_hook=None, **options):
+            return container.list_blobs(**options)
+
+        def walk_blobs(self, raw_response_hook=None, **options):
+            return container.walk_blobs(**options)
+
+    for delimiter in (None, "/"):
+        assert dict(blob_metadata(HooklessContainer(), "hookless/", delimiter, page_size=2)) == {
+            f"hookless/{index}.json": {"n": str(index)} for index in range(5)}
+
+
+def test_blob_metadata_of_a_missing_container_raises_the_sdks_error(storage_env):
+    from shared.storage import blob_metadata
+
+    missing = blob_service().get_container_client("no-such-container-here")
+    with pytest.raises(ResourceNotFoundError):
+        list(blob_metadata(missing, "x/"))
