@@ -18,6 +18,7 @@ import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from shared import deferred_writes, events
@@ -160,25 +161,28 @@ def plan_run(run_id: str) -> dict:
     """
     store = RunStore()
     run = store.modify_run(run_id, _mark_running)
-    if run.Status == RunStatus.RUNNING.value:
-        events.run_queued_and_started(run)
-    published = get_published(run.PipelineId)
-    plans, ingredients = _step_plans(run, published)
-    definition = published.definition
+    # The run's first events go out while the plan is made; a failed send still fails the activity.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlpipe-run-events") as background:
+        started = (background.submit(events.run_queued_and_started, run)
+                   if run.Status == RunStatus.RUNNING.value else None)
+        published = get_published(run.PipelineId)
+        plans, ingredients = _step_plans(run, published)
+        definition = published.definition
 
-    reusable = {name for name, entry in plans.items() if entry["fingerprint"]
-                and definition.step(name).allow_reuse and not run.RegenerateOutputs}
-    prefix = reused_prefix(run_id, definition, plans, reusable, ReuseIndex().lookup)
+        reusable = {name for name, entry in plans.items() if entry["fingerprint"]
+                    and definition.step(name).allow_reuse and not run.RegenerateOutputs}
+        prefix = reused_prefix(run_id, definition, plans, reusable, ReuseIndex().lookup)
 
-    plan = {"runId": run_id, "pipelineId": run.PipelineId, "parameters": run.ParameterAssignments,
-            "regenerateOutputs": run.RegenerateOutputs, "steps": plans}
-    store.put_plan(run_id, plan)
-    _remember_plan(run_id, plan)
-    writes = [lambda: store.put_fingerprints(run_id, ingredients)]
-    writes += [lambda n=name: store.put_step(run_id, reused_step_record(
-        n, definition.step(n).compute, plans[n]["fingerprint"], prefix[n])) for name in prefix]
-    parallel_map(lambda write: write(), writes)
-    deferred_writes.note_written(run_id, list(prefix))
+        plan = {"runId": run_id, "pipelineId": run.PipelineId, "parameters": run.ParameterAssignments,
+                "regenerateOutputs": run.RegenerateOutputs, "steps": plans}
+        writes = [lambda: store.put_plan(run_id, plan), lambda: store.put_fingerprints(run_id, ingredients)]
+        writes += [lambda n=name: store.put_step(run_id, reused_step_record(
+            n, definition.step(n).compute, plans[n]["fingerprint"], prefix[n])) for name in prefix]
+        parallel_map(lambda write: write(), writes)
+        _remember_plan(run_id, plan)
+        deferred_writes.note_written(run_id, list(prefix))
+        if started is not None:
+            started.result()
     parallel_map(lambda name: events.step_event(events.STEP_REUSED, run_id, name, run.PipelineId,
                                                 status=StepStatus.COMPLETED.value, reused_from=prefix[name].run_id),
                  list(prefix))
