@@ -298,8 +298,10 @@ ENDED_RUN_TTL_SECONDS = 2.0
 _run_reads = TtlCache()
 
 
-def _read_run(run_id: str) -> dict:
-    run = RunStore().get_run(run_id, with_steps=True)
+def _read_run(run_id: str, record: RunRecord | None = None) -> dict:
+    """The run's API body with its steps; `record`, if given, is its run.json as just read."""
+    store = RunStore()
+    run = store.with_steps(record) if record is not None else store.get_run(run_id, with_steps=True)
     published = None
     if run.PipelineId:
         try:
@@ -326,13 +328,12 @@ def get_run(run_id: str, include_steps: str | bool = True, wait_seconds: str | f
     if str(include_steps).lower() not in ("true", "false"):
         raise InvalidRequest(f"includeSteps: expected true or false, got {include_steps!r}")
     wait = _wait_seconds(wait_seconds)
-    if wait:
-        _wait_until_ended(run_id, wait)
+    ended = _wait_until_ended(run_id, wait) if wait else None
     if str(include_steps).lower() == "false":
-        body = RunStore().get_run(run_id, with_steps=False).to_api()
+        body = (ended or RunStore().get_run(run_id, with_steps=False)).to_api()
         body["Steps"] = []
         return body
-    return copy.deepcopy(_run_reads.get_or_load(run_id, lambda: _read_run(run_id), _run_ttl))
+    return copy.deepcopy(_run_reads.get_or_load(run_id, lambda: _read_run(run_id, ended), _run_ttl))
 
 
 def _wait_seconds(value: str | float | None) -> float:
@@ -348,14 +349,16 @@ def _wait_seconds(value: str | float | None) -> float:
     return seconds
 
 
-def _wait_until_ended(run_id: str, seconds: float) -> None:
+def _wait_until_ended(run_id: str, seconds: float) -> RunRecord | None:
+    """The run's record (without steps) once it has ended; None if it had not within `seconds`."""
     deadline = time.monotonic() + seconds
     store = RunStore()
-    while not RunStatus(store.get_run(run_id, with_steps=False).Status).is_terminal:
+    while not RunStatus((record := store.get_run(run_id, with_steps=False)).Status).is_terminal:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return
+            return None
         run_watch.wait_ended_here(run_id, min(remaining, run_watch.RECHECK_SECONDS))
+    return record
 
 
 def list_runs(experiment: str | None = None, status: str | None = None, pipeline_id: str | None = None,

@@ -117,8 +117,9 @@ def mark_run_finished(run_id: str, status: str, failed_steps: list[str],
         run.Error = error
         return run
 
-    run = store.modify_run(run_id, finish)
-    run_watch.mark_ended(run_id)  # requests waiting on this run here answer now
+    # Requests waiting on this run here answer as soon as run.json says it ended (or now, if it had).
+    run = store.modify_run(run_id, finish, when_written=lambda _: run_watch.mark_ended(run_id))
+    run_watch.mark_ended(run_id)
     events.run_ended(run)
     return {"status": run.Status}
 

@@ -302,18 +302,23 @@ class RunStore:
 
     def get_run(self, run_id: str, with_steps: bool = True) -> RunRecord:
         """The run; with its step records (sorted by name) when `with_steps`. NotFound if absent."""
-        if not with_steps:
-            return self._read_run(run_id)
+        record = self._read_run(run_id)
         # Two round trips in a row: threads measured slower than sequence on a small host.
-        record, steps = self._read_run(run_id), self.read_steps(run_id)
-        record.Steps = sorted(steps, key=lambda s: s.Name)
+        return self.with_steps(record) if with_steps else record
+
+    def with_steps(self, record: RunRecord) -> RunRecord:
+        """`record` (as read, without steps) with its run's step records, sorted by name."""
+        record.Steps = sorted(self.read_steps(record.Id), key=lambda s: s.Name)
         return record
 
-    def modify_run(self, run_id: str, change: Callable[[RunRecord], RunRecord | None]) -> RunRecord:
+    def modify_run(self, run_id: str, change: Callable[[RunRecord], RunRecord | None],
+                   when_written: Callable[[RunRecord], None] | None = None) -> RunRecord:
         """Read-modify-write run.json under If-Match, re-reading and re-applying on a conflict.
 
         `change` gets the current record (without Steps) and mutates it or returns a new one;
         it may run more than once, so it must only depend on the record it is given.
+        `when_written(record)` is called once run.json holds it, before the run index is brought
+        in line (so whoever waits on run.json hears of it a few milliseconds sooner).
         """
         blob = self._container().get_blob_client(f"{_run_prefix(run_id)}/run.json")
         for attempt in range(_MAX_ETAG_ATTEMPTS):
@@ -332,6 +337,8 @@ class RunStore:
                     _conflict_pause(attempt)
                     continue
             updated._etag = result.get("etag")
+            if when_written is not None:
+                when_written(updated)
             if _index_metadata(updated) != before:
                 self._sync_index(updated)
             return updated

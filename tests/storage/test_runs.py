@@ -100,6 +100,23 @@ def test_update_run_validates_and_moves_the_index(store):
     assert store.get_run(run.Id).Status == "Running"
 
 
+def test_modify_run_tells_when_run_json_is_written_before_the_index_follows(store):
+    run = make_run()
+    store.create_run(run)
+    seen = []
+
+    def when_written(record: RunRecord) -> None:
+        seen.append((record.Status, store.get_run(run.Id, with_steps=False).Status,
+                     [r.Id for r in store.list_runs(status="Finished")]))
+
+    def finish(record: RunRecord) -> None:
+        record.Status = "Finished"
+
+    store.modify_run(run.Id, finish, when_written=when_written)
+    assert seen == [("Finished", "Finished", [])]  # run.json says so; the index did not yet
+    assert [r.Id for r in store.list_runs(status="Finished")] == [run.Id]
+
+
 def test_list_runs_newest_first_with_filters(store):
     base = datetime(2026, 5, 1, tzinfo=timezone.utc)
     runs = [make_run("a" if i % 2 else "b", created=base + timedelta(minutes=i), PipelineId=f"p{i % 3}")
