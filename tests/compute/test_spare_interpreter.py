@@ -194,10 +194,14 @@ def test_a_step_with_a_sitecustomize_on_its_path_gets_an_interpreter_of_its_own(
 def test_the_spare_starts_without_the_hosts_secrets(backend, tmp_path, monkeypatch):
     monkeypatch.setenv("SOME_API_TOKEN", "token-value-123456")
     wait_done(backend, backend.submit(request_for(write_script(tmp_path / "warm", "pass\n"))))
-    environ = Path(f"/proc/{wait_for_spare()}/environ").read_bytes().decode(errors="replace")
-    assert "MLPIPE_JOB_ID=" in environ
+    pid = wait_for_spare()
+    environ = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+    # Should this fail: which variables the spare had (names only), and the state of its process.
+    names = sorted(entry.split("=", 1)[0] for entry in environ.split("\0") if entry)
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] if pid_alive(pid) else "gone"
+    assert "MLPIPE_JOB_ID" in names, (pid, state, names)
     for secret in ("token-value-123456", "AccountKey"):
-        assert secret not in environ
+        assert secret not in environ, (secret, names)
 
 
 def test_spare_off_starts_none_and_a_bad_value_is_named(backend, tmp_path, monkeypatch):
