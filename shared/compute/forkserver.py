@@ -73,7 +73,8 @@ def _prepare_to_fork():
 # flushed again. So finalizers run and files left open are flushed. Then C's exit() (found through
 # ctypes by the template before its first fork, called with the GIL held as at Python's own exit)
 # runs C atexit handlers and flushes C stdio. Left out: tearing down the template's start-up
-# modules and freeing memory. Where a thread is still running by then (a daemon thread: Python
+# modules (sys and builtins included), the low-level exit functions C extensions register with
+# Py_AtExit, and freeing memory. Where a thread is still running by then (a daemon thread: Python
 # stops those before its teardown, which Python code cannot), or ctypes is missing, the step ends
 # as Python ends, after what was done already.
 STEP_ENDING = """\
