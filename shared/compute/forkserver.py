@@ -164,15 +164,15 @@ def _end_the_step(become_the_step, template_modules, libc_exit):
     brought = [name for name in sys.modules if name == "__main__" or name not in template_modules]
     alive = []
     for name in brought:
-        try:
-            alive.append(_weakref.ref(sys.modules.pop(name)))
-        except TypeError:
-            pass
+        value = sys.modules.pop(name)
+        if isinstance(value, type(sys)):  # modules only: sys.modules may hold other objects too
+            alive.append(_weakref.ref(value))
+    value = None
     collect()
     for module in reversed(alive):
         module = module()
-        if module is not None:
-            clear_globals(vars(module))
+        if module is not None and isinstance(module.__dict__, dict):
+            clear_globals(module.__dict__)
         module = None
     collect()
     libc_exit(flush_std_files() or status)

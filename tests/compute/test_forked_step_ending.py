@@ -80,6 +80,12 @@ SCRIPTS = {
         "import sys\nsys.stdout = open(sys.argv[1] + '/redirected.txt', 'w')\nprint('hi')\n"),
     "stdout that cannot be flushed": BROKEN_STDOUT,
     "an exception": "def fail():\n    raise KeyError('k')\nprint('before')\nfail()\n",
+    # As some packages do (the iris demo's scikit-learn brings one): kept alive by an import hook, say.
+    "objects other than modules in sys.modules": (
+        "import sys, types\nclass Lazy:\n    pass\n"
+        "sys.modules['a_class'] = sys.held_by_an_import_hook = Lazy\nsys.modules['an_instance'] = Lazy()\n"
+        "sys.modules['a_module_subclass'] = type('Sub', (types.ModuleType,), {})('a_module_subclass')\n"
+        "print('imported')\n"),
     "a daemon thread still running": (
         "import threading, time\nthreading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
         "print('done')\n" + WITNESS),
