@@ -80,6 +80,12 @@ SCRIPTS = {
         "import sys\nsys.stdout = open(sys.argv[1] + '/redirected.txt', 'w')\nprint('hi')\n"),
     "stdout that cannot be flushed": BROKEN_STDOUT,
     "an exception": "def fail():\n    raise KeyError('k')\nprint('before')\nfail()\n",
+    # C extensions in numbers, as an ML step has them; its result in a file it never closes.
+    "scikit-learn fitted": (
+        "import sys\nimport numpy as np\nfrom sklearn.linear_model import LogisticRegression\n"
+        "X = np.arange(40, dtype=float).reshape(20, 2)\nmodel = LogisticRegression().fit(X, X[:, 0] > 19)\n"
+        "kept = open(sys.argv[1] + '/model.txt', 'w')\nkept.write(repr(model.coef_.round(3).tolist()))\n"
+        "print('score', model.score(X, X[:, 0] > 19))\n"),
     # As some packages do (the iris demo's scikit-learn brings one): kept alive by an import hook, say.
     "objects other than modules in sys.modules": (
         "import sys, types\nclass Lazy:\n    pass\n"
@@ -141,6 +147,8 @@ def test_a_forked_step_ends_as_in_an_interpreter_started_for_it(storage_env, mon
         assert state == "Failed" and expected[case] in error
     if case.startswith("stdout that"):
         assert "Exception ignored in: <__main__.Broken object at 0x…>" in log and "OSError: disk full" in log
+    if case.startswith("scikit-learn"):
+        assert state == "Completed" and log == ["score 1.0"] and files["model.txt"].startswith("[[")
     if case.startswith("sys.stdout replaced"):
         assert files == {"redirected.txt": "hi\n"}
 
