@@ -86,6 +86,19 @@ SCRIPTS = {
         "X = np.arange(40, dtype=float).reshape(20, 2)\nmodel = LogisticRegression().fit(X, X[:, 0] > 19)\n"
         "kept = open(sys.argv[1] + '/model.txt', 'w')\nkept.write(repr(model.coef_.round(3).tolist()))\n"
         "print('score', model.score(X, X[:, 0] > 19))\n"),
+    # What the standard library leaves to the interpreter's end: a log file handler, a temporary folder,
+    # a process pool and a thread pool never shut down, a suspended generator's `finally`.
+    "standard library left to the end": (
+        "import concurrent.futures, logging, multiprocessing, sys, tempfile, time\n"
+        "logging.basicConfig(filename=sys.argv[1] + '/log.txt', level=logging.INFO)\n"
+        "logging.info('logged, never flushed by the script')\n"
+        "scratch = tempfile.TemporaryDirectory()\n"
+        "open(sys.argv[1] + '/scratch.txt', 'w').write(scratch.name)\n"
+        "pool = multiprocessing.get_context('fork').Pool(2)\nprint('pool', sum(pool.map(abs, [-1, -2, 3])))\n"
+        "threads = concurrent.futures.ThreadPoolExecutor(1)\n"
+        "threads.submit(lambda: (time.sleep(0.2), print('thread pool task done')))\n"
+        "def steps():\n    try:\n        yield 1\n    finally:\n        print('generator finally')\n"
+        "suspended = steps()\nnext(suspended)\nprint('script done')\n"),
     # As some packages do (the iris demo's scikit-learn brings one): kept alive by an import hook, say.
     "objects other than modules in sys.modules": (
         "import sys, types\nclass Lazy:\n    pass\n"
@@ -132,6 +145,9 @@ def both_ways(storage_env, monkeypatch, tmp_path: Path, body: str) -> tuple[tupl
 def test_a_forked_step_ends_as_in_an_interpreter_started_for_it(storage_env, monkeypatch, tmp_path, case):
     forked, started_for_it = both_ways(storage_env, monkeypatch, tmp_path, SCRIPTS[case])
     state, error, log, files = forked
+    # A temporary folder of a random name, which must be gone by the end.
+    scratch = [ending[3].pop("scratch.txt", None) for ending in (forked, started_for_it)]
+    assert not any(folder and Path(folder).exists() for folder in scratch)
     # Its stdout and stderr meet in the log in the order they reach it: compare lines as a multiset.
     assert (state, error, sorted(log), files) == (started_for_it[0], started_for_it[1], sorted(started_for_it[2]),
                                                   started_for_it[3])
@@ -149,6 +165,9 @@ def test_a_forked_step_ends_as_in_an_interpreter_started_for_it(storage_env, mon
         assert "Exception ignored in: <__main__.Broken object at 0x…>" in log and "OSError: disk full" in log
     if case.startswith("scikit-learn"):
         assert state == "Completed" and log == ["score 1.0"] and files["model.txt"].startswith("[[")
+    if case.startswith("standard library"):
+        assert log == ["pool 6", "script done", "thread pool task done", "generator finally"], log
+        assert files == {"log.txt": "INFO:root:logged, never flushed by the script\n"} and all(scratch)
     if case.startswith("sys.stdout replaced"):
         assert files == {"redirected.txt": "hi\n"}
 
