@@ -109,8 +109,11 @@ def mark_run_finished(run_id: str, status: str, failed_steps: list[str],
     if failed_steps:
         error = {"code": "StepFailed", "message": _failure_message(store, run_id, failed_steps)}
 
+    ended_before: list[bool] = []
+
     def finish(run: RunRecord) -> RunRecord | None:
         if RunStatus(run.Status).is_terminal:
+            ended_before.append(True)
             return None
         run.Status = RunStatus(status).value
         run.EndTimeUtc = utc_now()
@@ -119,6 +122,8 @@ def mark_run_finished(run_id: str, status: str, failed_steps: list[str],
 
     # Requests waiting on this run here answer as soon as run.json says it ended (or now, if it had).
     run = store.modify_run(run_id, finish, when_written=lambda _: run_watch.mark_ended(run_id))
+    if ended_before:  # run again (Durable retried it): the first time may have ended run.json but not its index entry
+        store.sync_index(run)
     run_watch.mark_ended(run_id)
     events.run_ended(run)
     return {"status": run.Status}

@@ -231,7 +231,7 @@ def _indexed_tags(meta: dict[str, str]) -> dict | None:
 
 
 def _create_index_entry(container: ContainerClient, name: str, metadata: dict[str, str]) -> None:
-    """Create-only: an entry already there was written by `_sync_index` from a newer record."""
+    """Create-only: an entry already there was written by `sync_index` from a newer record."""
     with translate_storage_errors(f"run index entry {name}"), contextlib.suppress(ResourceExistsError):
         container.upload_blob(name, b"", overwrite=False, metadata=metadata)
 
@@ -259,7 +259,7 @@ class RunStore:
 
         The index entry is written behind (after a burst of submissions, shared/write_behind.py);
         list_runs in this process waits for it, and if the process dies first, the run's first
-        status change writes it (`_sync_index`)."""
+        status change writes it (`sync_index`)."""
         body = record.model_dump_json(exclude={"Steps"}).encode("utf-8")
         container = self._container()
         with translate_storage_errors(f"run '{record.Id}'"):
@@ -340,7 +340,7 @@ class RunStore:
             if when_written is not None:
                 when_written(updated)
             if _index_metadata(updated) != before:
-                self._sync_index(updated)
+                self.sync_index(updated)
             return updated
         raise Conflict(f"run '{run_id}' kept changing; gave up after {_MAX_ETAG_ATTEMPTS} attempts")
 
@@ -354,7 +354,7 @@ class RunStore:
 
         return self.modify_run(run_id, apply)
 
-    def _sync_index(self, record: RunRecord) -> None:
+    def sync_index(self, record: RunRecord) -> None:
         """Make the index entry show `record`, which this process just wrote with ETag record.etag.
 
         Two updaters may write their index entries in the opposite order of their run.json writes.

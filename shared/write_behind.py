@@ -8,7 +8,7 @@ does the queued writes now, for a reader in this process that must see them; `fl
 every queued write of the process (a host calls it when it stops, while storage is still there).
 
 Only writes whose loss on a crash is repaired elsewhere belong here (the run index entry: the
-run's first status change writes a missing entry, shared/runs.py `_sync_index`).
+run's first status change writes a missing entry, shared/runs.py `sync_index`).
 """
 
 from __future__ import annotations

@@ -94,3 +94,24 @@ def test_a_late_index_write_never_replaces_a_newer_entry(pipeline_id):
     _create_index_entry(container, _index_name(queued), _index_metadata(queued))  # the Queued write, late
     assert index_entries()[_index_name(queued)]["status"] == "Running"
     assert [run["Id"] for run in control.list_runs(experiment="late", status="Running")] == [run_id]
+
+
+def test_a_run_finished_again_after_its_index_write_failed_brings_the_index_in_line(pipeline_id):
+    """run_finished writes run.json, then the run's index entry; when the second write fails, Durable
+    runs the activity again: run.json already says Finished, and the entry must follow all the same."""
+    from shared.errors import MlpipeError
+    from shared.run_lifecycle import mark_run_finished
+
+    run_id = control.submit(pipeline_id, {"ExperimentName": "finish-again"}).run_id
+    store = RunStore()
+    store.update_run(run_id, Status="Running")
+    entry = ensure_container(get_settings().system_container).get_blob_client(
+        _index_name(store.get_run(run_id, with_steps=False)))
+    lease = entry.acquire_lease(lease_duration=-1)  # nobody may write the entry meanwhile
+    with pytest.raises(MlpipeError):
+        mark_run_finished(run_id, "Finished", [])
+    assert store.get_run(run_id, with_steps=False).Status == "Finished"
+    assert control.list_runs(experiment="finish-again", status="Finished") == []  # the entry lags
+    lease.release()
+    mark_run_finished(run_id, "Finished", [])
+    assert [run["Id"] for run in control.list_runs(experiment="finish-again", status="Finished")] == [run_id]
