@@ -38,7 +38,7 @@ from shared.datastore import Datastore, default_datastore
 from shared.errors import InvalidRequest
 from shared.runs import utc_now
 from shared.settings import get_settings
-from shared.storage import ensure_container, parallel_map, translate_storage_errors
+from shared.storage import ensure_container, lower_keys, parallel_map, translate_storage_errors
 
 _FINGERPRINT = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
 CLAIM_SECONDS = 300.0
@@ -90,10 +90,6 @@ def _claim_metadata(run_id: str, step: str) -> dict[str, str]:
     return {"state": "inflight", "runid": run_id, "step": step, "expires": expires.isoformat()}
 
 
-def _lower(metadata: dict | None) -> dict[str, str]:
-    return {k.lower(): v for k, v in (metadata or {}).items()}
-
-
 def _is_claim(meta: dict[str, str]) -> bool:
     return meta.get("state") == "inflight"
 
@@ -143,7 +139,7 @@ class ReuseIndex:
         blob = self._blob(fingerprint)
         with translate_storage_errors(f"reuse record '{fingerprint}'"):
             try:
-                meta = _lower(blob.get_blob_properties().metadata)
+                meta = lower_keys(blob.get_blob_properties().metadata)
             except ResourceNotFoundError:
                 return None
         record = self._record_of(fingerprint, meta)
@@ -183,7 +179,7 @@ class ReuseIndex:
                     properties = blob.get_blob_properties()
                 except ResourceNotFoundError:
                     continue  # released in between: try to create it again
-                meta = _lower(properties.metadata)
+                meta = lower_keys(properties.metadata)
                 if _is_claim(meta):
                     holder = Holder(meta.get("runid", ""), meta.get("step", ""))
                     if holder != Holder(run_id, step) and not _expired(meta):
@@ -233,7 +229,7 @@ class ReuseIndex:
     @staticmethod
     def _our_claim_etag(blob: BlobClient, run_id: str, step: str) -> str | None:
         properties = blob.get_blob_properties()
-        meta = _lower(properties.metadata)
+        meta = lower_keys(properties.metadata)
         return properties.etag if _is_claim(meta) and Holder(meta.get("runid", ""), meta.get("step", "")) == \
             Holder(run_id, step) else None
 

@@ -126,6 +126,11 @@ def forget_containers() -> None:
     _containers_ready.clear()
 
 
+def lower_keys(metadata: dict[str, str] | None) -> dict[str, str]:
+    """Blob metadata with lower-case names (services and emulators differ in how they case them)."""
+    return {key.lower(): value for key, value in (metadata or {}).items()}
+
+
 class _ListingPage(Exception):
     """Carries a List Blobs page out of the SDK's pipeline before the SDK deserializes it."""
 
@@ -185,7 +190,7 @@ def blob_metadata(container: ContainerClient, prefix: str, delimiter: str | None
         for page in itertools.chain([] if page is None else [page], pages):
             for blob in page:
                 if not delimiter or not blob.name.endswith(delimiter):  # not a sub-folder
-                    yield blob.name, {key.lower(): value for key, value in (blob.metadata or {}).items()}
+                    yield blob.name, lower_keys(blob.metadata)
         return
 
 
